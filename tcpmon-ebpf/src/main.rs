@@ -14,10 +14,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tcpmon_common::{
-    dwell_bucket, transition_index, DwellHistogram, SocketEntry, AF_INET, AF_INET6,
-    COUNTER_SLOTS, COUNTER_STALE_ENTRIES, COUNTER_TRACKED_DELETES, COUNTER_TRACKED_INSERTS,
-    COUNTER_UNTRACKED, IPPROTO_TCP, MAX_TRACKED_SOCKETS, STATE_SLOTS, TCP_CLOSE, TCP_LISTEN,
-    TRANSITION_SLOTS,
+    dwell_bucket, transition_index, DwellHistogram, SocketEntry, AF_INET, AF_INET6, COUNTER_SLOTS,
+    COUNTER_STALE_ENTRIES, COUNTER_TRACKED_DELETES, COUNTER_TRACKED_INSERTS, COUNTER_UNTRACKED,
+    IPPROTO_TCP, MAX_TRACKED_SOCKETS, STATE_SLOTS, TCP_CLOSE, TCP_LISTEN, TRANSITION_SLOTS,
 };
 
 // Load-time configuration, set by the agent through `EbpfLoader::set_global`. Field offsets come
@@ -55,8 +54,7 @@ static DWELL: PerCpuArray<DwellHistogram> = PerCpuArray::with_max_entries(STATE_
 
 /// Per-socket state and entry time, keyed by the socket's kernel address.
 #[map]
-static SOCKETS: LruHashMap<u64, SocketEntry> =
-    LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
+static SOCKETS: LruHashMap<u64, SocketEntry> = LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
 
 /// Bookkeeping counters for the socket map (inserts, deletes, stale, untracked).
 #[map]
@@ -159,7 +157,10 @@ fn track_dwell(skaddr: u64, old: i32, new: i32) {
                     state: new,
                     _pad: 0,
                 };
-                if SOCKETS.insert(skaddr, entry, u64::from(BPF_NOEXIST)).is_ok() {
+                if SOCKETS
+                    .insert(skaddr, entry, u64::from(BPF_NOEXIST))
+                    .is_ok()
+                {
                     increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
                 }
             }

@@ -1,0 +1,110 @@
+//! `tcpmon agent`: check privileges, bind, load and attach, serve until SIGINT or SIGTERM.
+use std::{
+    fs::File,
+    io,
+    net::{SocketAddr, TcpListener},
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use prometheus::Registry;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    cli::AgentOptions,
+    collector::ProbeCollector,
+    error::Error,
+    http, privileges,
+    probe::{KernelOffsets, Probe, ProbeConfig},
+    tracefs,
+};
+
+/// `ioctl(NS_GET_NSTYPE)` (linux/nsfs.h) and the answer for a network namespace.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+pub fn run(options: AgentOptions) -> anyhow::Result<()> {
+    privileges::check()?;
+    let netns = options.netns.as_deref().map(netns_inode).transpose()?;
+    // Bind before loading, so a busy port fails fast and leaves nothing behind.
+    let listener = bind(options.listen)?;
+    tracefs::ensure_mounted()?;
+    let layout = tracefs::read_layout()?;
+    let offsets = KernelOffsets::from_vmlinux()?;
+    let probe = Probe::load(&ProbeConfig {
+        layout,
+        offsets,
+        netns,
+    })?;
+    let program_id = probe.program_id();
+
+    let registry = Registry::new();
+    registry
+        .register(Box::new(ProbeCollector::new(probe)))
+        .context("registering the collector")?;
+
+    let scope = match (&options.netns, netns) {
+        (Some(path), Some(inode)) => {
+            format!("network namespace {} (inode {inode})", path.display())
+        }
+        _ => "all network namespaces".to_string(),
+    };
+    eprintln!(
+        "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving http://{}/metrics",
+        options.listen
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        let listener =
+            tokio::net::TcpListener::from_std(listener).context("registering the listener")?;
+        http::serve(listener, registry, shutdown)
+            .await
+            .context("serving HTTP")
+    })?;
+    eprintln!("tcpmon: stopped; program {program_id} detached");
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let listener = TcpListener::bind(addr).map_err(|cause| match cause.kind() {
+        io::ErrorKind::AddrInUse => Error::ListenAddrInUse { addr },
+        _ => Error::Listen { addr, cause },
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|cause| Error::Listen { addr, cause })?;
+    Ok(listener)
+}
+
+/// The inode that identifies the network namespace at `path`, checked to be one.
+fn netns_inode(path: &Path) -> Result<u32, Error> {
+    let error = |cause| Error::Netns {
+        path: path.display().to_string(),
+        cause,
+    };
+    let file = File::open(path).map_err(error)?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open descriptor.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(error(io::Error::other("not a network namespace")));
+    }
+    let inode = file.metadata().map_err(error)?.ino();
+    u32::try_from(inode).map_err(|_| error(io::Error::other("inode out of range")))
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,71 @@
+//! Command-line interface. Doc comments are the help text; `tests/cli.rs` snapshots it.
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{error::ErrorKind, Args, Parser, Subcommand};
+
+/// TCP handshake and teardown metrics from the kernel, for Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "tcpmon", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the eBPF probe on sock:inet_sock_set_state and serve /metrics and /healthz.
+    Agent(AgentOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentOptions {
+    /// Address and port to serve /metrics and /healthz on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9977")]
+    pub listen: SocketAddr,
+
+    /// Count only the sockets of this network namespace (for example /run/netns/NAME or
+    /// /proc/PID/ns/net). By default every namespace on the host is counted.
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+}
+
+/// Parses the command line. Usage errors become one line and exit status 2; help and version
+/// requests print as clap renders them.
+pub fn parse() -> Result<Cli, (String, i32)> {
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => (e.to_string(), e.exit_code()),
+        _ => (one_line(&e.to_string()), 2),
+    })
+}
+
+/// The first line of a clap error, with a pointer to --help instead of clap's usage block.
+fn one_line(rendered: &str) -> String {
+    let first = rendered.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    format!("tcpmon: error: {message} (see `tcpmon --help`)\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let err = Cli::try_parse_from(["tcpmon", "agent", "--listen", "nonsense"])
+            .expect_err("bad address");
+        assert_eq!(
+            one_line(&err.to_string()),
+            "tcpmon: error: invalid value 'nonsense' for '--listen <ADDR:PORT>': invalid socket address syntax (see `tcpmon --help`)\n"
+        );
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let cli = Cli::try_parse_from(["tcpmon", "agent"]).expect("parses");
+        let Command::Agent(opts) = cli.command;
+        assert_eq!(opts.listen, "0.0.0.0:9977".parse().expect("valid"));
+        assert_eq!(opts.netns, None);
+    }
+}

@@ -1,0 +1,51 @@
+//! Errors a user can cause, each rendered as one line that says what is wrong and what to do.
+//!
+//! Causes are part of the message rather than a `source()`, so printing with `{:#}` never repeats
+//! them.
+use std::{io, net::SocketAddr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "tcpmon needs root to load eBPF programs (missing {missing}): run it with sudo or as root"
+    )]
+    NotPrivileged { missing: String },
+
+    #[error("tracefs is not mounted at {path} and mounting it failed ({cause}): mount it with `mount -t tracefs nodev {path}` and start tcpmon again")]
+    TracefsMount {
+        path: &'static str,
+        cause: io::Error,
+    },
+
+    #[error("tracepoint sock:inet_sock_set_state is missing ({path} not found): tcpmon needs Linux 4.16 or newer with CONFIG_TRACEPOINTS")]
+    TracepointMissing { path: String },
+
+    #[error("cannot understand {path} ({reason}): this kernel's tracepoint layout is not supported, please report it")]
+    TracepointFormat { path: String, reason: String },
+
+    #[error("kernel BTF is not available ({path}: {cause}): tcpmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    BtfMissing {
+        path: &'static str,
+        cause: io::Error,
+    },
+
+    #[error(
+        "kernel BTF at {path} is unusable ({reason}): please report it with your kernel version"
+    )]
+    BtfLayout { path: &'static str, reason: String },
+
+    #[error("cannot listen on {addr}: address already in use; stop the other process or choose another address with --listen")]
+    ListenAddrInUse { addr: SocketAddr },
+
+    #[error("cannot listen on {addr} ({cause}): choose another address with --listen")]
+    Listen { addr: SocketAddr, cause: io::Error },
+
+    #[error("cannot open network namespace {path} ({cause}): pass a path such as /run/netns/NAME or /proc/PID/ns/net")]
+    Netns { path: String, cause: io::Error },
+
+    #[error("the kernel refused the eBPF program ({0}): check that this kernel supports BPF tracepoint programs")]
+    Load(String),
+
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: io::Error },
+}

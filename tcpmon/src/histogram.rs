@@ -1,0 +1,119 @@
+//! Conversion of the kernel's log2 dwell buckets into Prometheus histograms.
+use prometheus::proto;
+use tcpmon_common::{DwellHistogram, DWELL_BUCKETS, DWELL_FINITE_BUCKETS};
+
+/// An empty histogram, the identity for [`merge`].
+pub fn empty() -> DwellHistogram {
+    DwellHistogram {
+        buckets: [0; DWELL_BUCKETS],
+        sum_ns: 0,
+    }
+}
+
+/// Adds `other` (one CPU's histogram) into `total`.
+pub fn merge(total: &mut DwellHistogram, other: &DwellHistogram) {
+    for (sum, add) in total.buckets.iter_mut().zip(other.buckets.iter()) {
+        *sum += add;
+    }
+    total.sum_ns += other.sum_ns;
+}
+
+/// Number of observations in `h`.
+pub fn count(h: &DwellHistogram) -> u64 {
+    h.buckets.iter().sum()
+}
+
+/// Upper bound of finite bucket `i`, in seconds: 2^i microseconds.
+pub fn upper_bound_seconds(i: usize) -> f64 {
+    (1u64 << i) as f64 * 1e-6
+}
+
+/// The Prometheus form: cumulative buckets with `le` in seconds, `_sum` in seconds, `_count`.
+/// The overflow bucket is not listed; it is the difference between `_count` and the last `le`.
+pub fn to_proto(h: &DwellHistogram) -> proto::Histogram {
+    let mut cumulative = 0;
+    let buckets = (0..DWELL_FINITE_BUCKETS)
+        .map(|i| {
+            cumulative += h.buckets[i];
+            let mut bucket = proto::Bucket::default();
+            bucket.set_upper_bound(upper_bound_seconds(i));
+            bucket.set_cumulative_count(cumulative);
+            bucket
+        })
+        .collect();
+    let mut histogram = proto::Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_count(count(h));
+    histogram.set_sample_sum(h.sum_ns as f64 / 1e9);
+    histogram
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DwellHistogram {
+        let mut h = empty();
+        h.buckets[0] = 2; // two dwells <= 1 µs
+        h.buckets[10] = 3; // three dwells in (512 µs, 1024 µs]
+        h.buckets[DWELL_FINITE_BUCKETS] = 1; // one beyond 2^32 µs
+        h.sum_ns = 1_500 + 3 * 1_000_000 + 5_000_000_000_000;
+        h
+    }
+
+    #[test]
+    fn buckets_are_cumulative_with_bounds_in_seconds() {
+        let p = to_proto(&sample());
+        let buckets = p.get_bucket();
+        assert_eq!(buckets.len(), DWELL_FINITE_BUCKETS);
+        assert_eq!(buckets[0].get_upper_bound(), 1e-6);
+        assert_eq!(buckets[0].get_cumulative_count(), 2);
+        assert_eq!(buckets[9].get_upper_bound(), 512e-6);
+        assert_eq!(buckets[9].get_cumulative_count(), 2);
+        assert_eq!(buckets[10].get_upper_bound(), 1024e-6);
+        assert_eq!(buckets[10].get_cumulative_count(), 5);
+        let last = &buckets[DWELL_FINITE_BUCKETS - 1];
+        assert!((last.get_upper_bound() - 4294.967296).abs() < 1e-9);
+        assert!(last.get_upper_bound() >= 3600.0, "reaches at least an hour");
+        assert_eq!(last.get_cumulative_count(), 5);
+    }
+
+    #[test]
+    fn count_includes_overflow_and_sum_is_in_seconds() {
+        let p = to_proto(&sample());
+        assert_eq!(p.get_sample_count(), 6);
+        assert!((p.get_sample_sum() - 5000.0030015).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merge_adds_per_cpu_values() {
+        let mut total = empty();
+        merge(&mut total, &sample());
+        merge(&mut total, &sample());
+        assert_eq!(count(&total), 12);
+        assert_eq!(total.buckets[10], 6);
+        assert_eq!(total.sum_ns, 2 * sample().sum_ns);
+    }
+
+    #[test]
+    fn text_exposition_has_inf_sum_and_count() {
+        use prometheus::Encoder;
+        let mut family = proto::MetricFamily::default();
+        family.set_name("tcpmon_state_duration_seconds".into());
+        family.set_help("h".into());
+        family.set_field_type(proto::MetricType::HISTOGRAM);
+        let mut metric = proto::Metric::default();
+        metric.set_histogram(to_proto(&sample()));
+        family.set_metric(vec![metric]);
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&[family], &mut out)
+            .expect("encodes");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("tcpmon_state_duration_seconds_bucket{le=\"0.000001\"} 2\n"));
+        assert!(text.contains("tcpmon_state_duration_seconds_bucket{le=\"0.001024\"} 5\n"));
+        assert!(text.contains("tcpmon_state_duration_seconds_bucket{le=\"+Inf\"} 6\n"));
+        assert!(text.contains("tcpmon_state_duration_seconds_count 6\n"));
+        assert!(text.contains("tcpmon_state_duration_seconds_sum 5000.0030015\n"));
+    }
+}

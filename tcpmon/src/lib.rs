@@ -1,0 +1,23 @@
+//! tcpmon: a TCP connection monitor built on the `sock:inet_sock_set_state` tracepoint.
+//!
+//! The eBPF program (crate `tcpmon-ebpf`) aggregates in the kernel; this library loads it,
+//! reads its maps at scrape time and serves them to Prometheus. `main.rs` only calls [`run`].
+pub mod agent;
+pub mod btf;
+pub mod cli;
+pub mod collector;
+pub mod error;
+pub mod histogram;
+pub mod http;
+pub mod map_batch;
+pub mod privileges;
+pub mod probe;
+pub mod state;
+pub mod tracefs;
+
+/// Runs the command the user asked for.
+pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Command::Agent(options) => agent::run(options),
+    }
+}

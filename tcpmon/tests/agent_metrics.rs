@@ -1,0 +1,267 @@
+//! Privileged end-to-end tests: the real eBPF program, real TCP traffic in a network namespace
+//! the test creates, and exact counter values. The agent counts only that namespace, so the
+//! test's own scrapes and the host's traffic cannot move a counter.
+mod support;
+
+use std::{
+    net::IpAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{
+    require_root,
+    workload::{self, family, Close, Expected},
+    Agent, NetNs, Scrape, TIMEOUT,
+};
+
+const N: u64 = 200;
+const V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+
+/// Scrapes until the transitions equal `expected` (the last ACKs may still be in flight when
+/// the workload returns) or the timeout passes; returns the last scrape.
+fn settle(agent: &Agent, expected: &Expected) -> Scrape {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let scrape = agent.scrape();
+        if scrape.transitions() == expected.transitions || Instant::now() > deadline {
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `workload` in a fresh namespace under a fresh agent and checks every counter exactly.
+fn assert_exact(workload: impl FnOnce() + Send, expected: &Expected) -> (Agent, NetNs) {
+    require_root();
+    let ns = NetNs::new();
+    let agent = Agent::start(&ns);
+    let before = agent.scrape();
+    assert_eq!(
+        before.transitions(),
+        Default::default(),
+        "nothing counted yet"
+    );
+    ns.run(workload);
+    let after = settle(&agent, expected);
+    assert_eq!(after.transitions(), expected.transitions, "transitions");
+    assert_eq!(
+        after.dwell_counts(),
+        expected.dwell,
+        "dwell histogram counts"
+    );
+    assert_eq!(
+        after.get("tcpmon_tracked_sockets"),
+        0.0,
+        "every socket closed"
+    );
+    assert_eq!(after.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
+    for reason in ["untracked", "stale_entry"] {
+        let series = format!("tcpmon_state_duration_unmeasured_total{{reason=\"{reason}\"}}");
+        assert_eq!(after.get(&series), 0.0, "{series}");
+    }
+    (agent, ns)
+}
+
+#[test]
+fn client_closes_first_is_counted_exactly() {
+    let mut expected = Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", N)
+        .teardowns("inet", N);
+    assert_exact(
+        || workload::connections(V4, N, Close::ClientFirst),
+        &expected,
+    );
+}
+
+#[test]
+fn server_closes_first_is_counted_exactly() {
+    let mut expected = Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", N)
+        .teardowns("inet", N);
+    assert_exact(
+        || workload::connections(V4, N, Close::ServerFirst),
+        &expected,
+    );
+}
+
+#[test]
+fn linger_zero_resets_are_counted_exactly() {
+    let mut expected = Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", N)
+        .resets("inet", N);
+    assert_exact(
+        || workload::connections(V4, N, Close::ClientReset),
+        &expected,
+    );
+}
+
+#[test]
+fn refused_connects_are_counted_exactly() {
+    let mut expected = Expected::default();
+    expected.refused("inet", N);
+    assert_exact(|| workload::refused_connects(V4, N), &expected);
+}
+
+#[test]
+fn ipv6_is_counted_under_its_own_family() {
+    let mut expected = Expected::default();
+    let f = family(V6);
+    expected
+        .listener(f)
+        .handshakes(f, N)
+        .teardowns(f, N)
+        .refused(f, N);
+    assert_exact(
+        || {
+            workload::connections(V6, N, Close::ClientFirst);
+            workload::refused_connects(V6, N);
+        },
+        &expected,
+    );
+}
+
+#[test]
+fn connection_lifetime_lands_in_its_bucket() {
+    // One connection held open for 1.1 s: its two ESTABLISHED dwells are in (1.048576, 2.097152].
+    let hold = Duration::from_millis(1100);
+    let mut expected = Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", 1)
+        .teardowns("inet", 1);
+    let (agent, _ns) = assert_exact(
+        || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            let client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            std::thread::sleep(hold);
+            drop(client);
+            drop(server);
+        },
+        &expected,
+    );
+    let scrape = agent.scrape();
+    let bucket = |le: &str| {
+        scrape.get(&format!(
+            "tcpmon_state_duration_seconds_bucket{{state=\"ESTABLISHED\",le=\"{le}\"}}"
+        ))
+    };
+    assert_eq!(bucket("1.048576"), 0.0, "no lifetime below 1.05 s");
+    assert_eq!(bucket("2.097152"), 2.0, "both lifetimes by 2.1 s");
+    let sum = scrape.get("tcpmon_state_duration_seconds_sum{state=\"ESTABLISHED\"}");
+    assert!(
+        (2.2..4.2).contains(&sum),
+        "two lifetimes of 1.1-2.1 s, got {sum}"
+    );
+}
+
+#[test]
+fn idle_scrapes_change_nothing_and_stop_detaches_everything() {
+    let mut expected = Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", N)
+        .teardowns("inet", N);
+    let (mut agent, _ns) = assert_exact(
+        || workload::connections(V4, N, Close::ServerFirst),
+        &expected,
+    );
+    let first = agent.scrape();
+    let second = agent.scrape();
+    assert_eq!(first, second, "two scrapes with no traffic are identical");
+
+    let program = agent.program_id.to_string();
+    let shown = Command::new("bpftool")
+        .args(["prog", "show", "id", &program])
+        .output()
+        .expect("bpftool");
+    assert!(
+        shown.status.success(),
+        "program {program} loaded while running"
+    );
+
+    let (status, stderr) = agent.stop();
+    assert!(status.success(), "agent exits 0 on SIGTERM: {status}");
+    assert_eq!(
+        stderr,
+        [format!("tcpmon: stopped; program {program} detached")]
+    );
+    let shown = Command::new("bpftool")
+        .args(["prog", "show", "id", &program])
+        .output()
+        .expect("bpftool");
+    assert!(
+        !shown.status.success(),
+        "program {program} still loaded after stop"
+    );
+    let links = support::run("bpftool", &["link", "show"]);
+    assert!(
+        !links.contains(&format!("prog {program} ")),
+        "a link to program {program} remains:\n{links}"
+    );
+}
+
+#[test]
+fn a_normal_start_prints_one_line_and_no_warning() {
+    require_root();
+    let ns = NetNs::new();
+    let mut agent = Agent::start(&ns);
+    assert_eq!(
+        agent.startup_line,
+        format!(
+            "tcpmon: program {} attached to sock:inet_sock_set_state, counting network namespace {} (inode {}); serving http://{}/metrics",
+            agent.program_id,
+            ns.path(),
+            std::fs::metadata(ns.path()).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("netns inode"),
+            agent.addr
+        )
+    );
+    assert_eq!(support::http_get(agent.addr, "/healthz"), "ok\n");
+    let (status, stderr) = agent.stop();
+    assert!(status.success());
+    assert_eq!(stderr.len(), 1, "only the stop line: {stderr:?}");
+}
+
+#[test]
+fn promtool_accepts_a_real_scrape() {
+    let mut expected = Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", 10)
+        .resets("inet", 10);
+    let (agent, _ns) = assert_exact(
+        || workload::connections(V4, 10, Close::ClientReset),
+        &expected,
+    );
+    let text = agent.scrape().text;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write scrape");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

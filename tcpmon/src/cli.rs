@@ -29,14 +29,14 @@ pub struct AgentOptions {
     pub netns: Option<PathBuf>,
 }
 
-/// Parses the command line. Usage errors become one line and exit status 2; help and version
-/// requests print as clap renders them.
-pub fn parse() -> Result<Cli, (String, i32)> {
+/// Parses the command line. Usage errors come back as one line (exit status 2); help and
+/// version requests are printed by clap, which then exits.
+pub fn parse() -> Result<Cli, String> {
     Cli::try_parse().map_err(|e| match e.kind() {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => (e.to_string(), e.exit_code()),
-        _ => (one_line(&e.to_string()), 2),
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => one_line(&e.to_string()),
     })
 }
 

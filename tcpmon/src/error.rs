@@ -7,7 +7,7 @@ use std::{io, net::SocketAddr};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "tcpmon needs root to load eBPF programs (missing {missing}): run it with sudo or as root"
+        "not allowed to load eBPF programs (missing {missing}): run tcpmon as root or with sudo"
     )]
     NotPrivileged { missing: String },
 

@@ -3,9 +3,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = match tcpmon::cli::parse() {
         Ok(cli) => cli,
-        Err((message, status)) => {
-            eprint!("{message}");
-            return ExitCode::from(u8::try_from(status).unwrap_or(2));
+        Err(usage_error) => {
+            eprint!("{usage_error}");
+            return ExitCode::from(2);
         }
     };
     match tcpmon::run(cli) {

@@ -1,0 +1,142 @@
+//! Every failure a user can cause ends in one line on stderr, a non-zero exit, no panic.
+//! The kernel-side failures are produced for real, in a private mount namespace (`unshare -m`)
+//! where tracefs or BTF is hidden, so the host is never touched.
+mod support;
+
+use std::{net::TcpListener, process::Command};
+
+use support::{free_addr, require_root, TCPMON};
+
+/// Runs `program args` and returns (exit code, stderr).
+fn run(program: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    (
+        out.status.code().expect("exited, not killed"),
+        String::from_utf8(out.stderr).expect("utf8 stderr"),
+    )
+}
+
+/// Runs the agent inside a private mount namespace after `setup` (shell commands).
+fn agent_in_mount_namespace(setup: &str) -> (i32, String) {
+    require_root();
+    let listen = free_addr().to_string();
+    let script = format!("{setup} && exec {TCPMON} agent --listen {listen}");
+    run(
+        "unshare",
+        &["--mount", "--propagation", "private", "sh", "-c", &script],
+    )
+}
+
+fn assert_one_line(stderr: &str, expected: &str) {
+    assert_eq!(stderr, format!("tcpmon: error: {expected}\n"));
+}
+
+#[test]
+fn not_root() {
+    require_root();
+    let listen = free_addr().to_string();
+    let (code, stderr) = run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            TCPMON,
+            "agent",
+            "--listen",
+            &listen,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "not allowed to load eBPF programs (missing CAP_BPF and CAP_PERFMON or CAP_SYS_ADMIN): run tcpmon as root or with sudo",
+    );
+}
+
+#[test]
+fn tracefs_cannot_be_mounted() {
+    // A read-only empty /sys/kernel: no tracefs, and no directory to mount it on.
+    let (code, stderr) = agent_in_mount_namespace("mount -t tmpfs -o ro none /sys/kernel");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "tracefs is not mounted at /sys/kernel/tracing and mounting it failed (No such file or directory (os error 2)): mount it with `mount -t tracefs nodev /sys/kernel/tracing` and start tcpmon again",
+    );
+}
+
+#[test]
+fn tracepoint_missing() {
+    // A tracefs look-alike without sock:inet_sock_set_state, as on a kernel older than 4.16.
+    let (code, stderr) = agent_in_mount_namespace(
+        "mount -t tmpfs none /sys/kernel/tracing && mkdir /sys/kernel/tracing/events",
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "tracepoint sock:inet_sock_set_state is missing (/sys/kernel/tracing/events/sock/inet_sock_set_state/format not found): tcpmon needs Linux 4.16 or newer with CONFIG_TRACEPOINTS",
+    );
+}
+
+#[test]
+fn btf_missing() {
+    let (code, stderr) = agent_in_mount_namespace("mount -t tmpfs none /sys/kernel/btf");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "kernel BTF is not available (/sys/kernel/btf/vmlinux: No such file or directory (os error 2)): tcpmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+    );
+}
+
+#[test]
+fn listen_address_in_use() {
+    require_root();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, stderr) = run(TCPMON, &["agent", "--listen", &addr]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("cannot listen on {addr}: address already in use; stop the other process or choose another address with --listen"),
+    );
+}
+
+#[test]
+fn malformed_listen_address() {
+    let (code, stderr) = run(TCPMON, &["agent", "--listen", "localhost"]);
+    assert_eq!(code, 2);
+    assert_one_line(
+        &stderr,
+        "invalid value 'localhost' for '--listen <ADDR:PORT>': invalid socket address syntax (see `tcpmon --help`)",
+    );
+}
+
+#[test]
+fn unknown_flag() {
+    let (code, stderr) = run(TCPMON, &["agent", "--bogus"]);
+    assert_eq!(code, 2);
+    assert_one_line(
+        &stderr,
+        "unexpected argument '--bogus' found (see `tcpmon --help`)",
+    );
+}
+
+#[test]
+fn netns_that_is_not_one() {
+    require_root();
+    for (path, why) in [
+        ("/nonexistent", "No such file or directory (os error 2)"),
+        ("/etc/hostname", "not a network namespace"),
+    ] {
+        let (code, stderr) = run(TCPMON, &["agent", "--netns", path]);
+        assert_eq!(code, 1);
+        assert_one_line(
+            &stderr,
+            &format!("cannot open network namespace {path} ({why}): pass a path such as /run/netns/NAME or /proc/PID/ns/net"),
+        );
+    }
+}

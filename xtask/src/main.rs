@@ -1,1 +1,80 @@
-fn main() {}
+//! `cargo xtask`: the commands a tcpmon developer repeats. Each installs what it needs first,
+//! idempotently, so they work on a fresh machine.
+mod cost;
+mod setup;
+mod storm;
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "tcpmon developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain (nightly rust-src, bpf-linker 0.10.0) and the test tools.
+    Setup,
+    /// Build tcpmon (release) and run the agent; arguments after `--` go to `tcpmon agent`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole test suite: formatting, clippy, unit and privileged integration tests.
+    Test,
+    /// Measure the eBPF program's kernel cost per transition under a connection storm.
+    Cost {
+        /// How long the storm runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => {
+            setup::toolchain()?;
+            setup::test_tools()
+        }
+        Task::Run { args } => {
+            setup::toolchain()?;
+            cargo(&["build", "--release", "--package", "tcpmon"])?;
+            let status = Command::new("target/release/tcpmon")
+                .arg("agent")
+                .args(&args)
+                .status()
+                .context("starting target/release/tcpmon")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test => {
+            setup::toolchain()?;
+            setup::test_tools()?;
+            cargo(&["fmt", "--all", "--check"])?;
+            cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&["test"])
+        }
+        Task::Cost { seconds } => {
+            setup::toolchain()?;
+            setup::test_tools()?;
+            cargo(&["build", "--release", "--package", "tcpmon"])?;
+            cost::measure(std::time::Duration::from_secs(seconds))
+        }
+    }
+}
+
+/// Runs cargo with `args` in the workspace root, failing on a non-zero exit.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Idempotent installation of what building and testing tcpmon needs. Versions are the ones
+//! verified on these machines (shared/TOOLCHAIN.md): bpf-linker 0.10.0 links with the LLVM
+//! inside the rustup toolchain, so no system LLVM is needed.
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+/// Debian packages the privileged tests call: (command, package).
+const TEST_TOOLS: [(&str, &str); 4] = [
+    ("bpftool", "bpftool"),
+    ("promtool", "prometheus"),
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
+];
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Nightly with rust-src (for `-Z build-std=core`) and bpf-linker.
+pub fn toolchain() -> anyhow::Result<()> {
+    if !output("rustup", &["toolchain", "list"]).contains("nightly") {
+        run("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])?;
+    }
+    let installed = output(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", "nightly"],
+    );
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        run("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
+    }
+    let linker = output("bpf-linker", &["--version"]);
+    if !linker.contains(BPF_LINKER_VERSION) {
+        let spec = format!("bpf-linker@{BPF_LINKER_VERSION}");
+        run("cargo", &["install", &spec, "--locked", "--force"])?;
+    }
+    Ok(())
+}
+
+/// bpftool, promtool, iproute2 and util-linux from Debian, installed when missing.
+pub fn test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(command, _)| !succeeds("sh", &["-c", &format!("command -v {command}")]))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    run("apt-get", &args)
+}

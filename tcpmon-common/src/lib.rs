@@ -17,6 +17,11 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the tracepoint program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "inet_sock_set_state";
 
+/// Bytes at the start of the tracepoint record that the program copies per event: every field
+/// it reads must end within them (72 bytes on Linux 6.x; the agent rejects layouts that do not
+/// fit).
+pub const RECORD_BYTES: usize = 128;
+
 /// TCP states are 1..=12 in the kernel (`TCP_ESTABLISHED` .. `TCP_NEW_SYN_RECV`); 16 slots keep
 /// the index arithmetic a shift and leave room for a future state.
 pub const STATE_SLOTS: u32 = 16;

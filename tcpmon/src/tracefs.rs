@@ -2,6 +2,8 @@
 //! format file so the eBPF program never hard-codes an offset.
 use std::{ffi::CString, fs, io, path::Path};
 
+use tcpmon_common::RECORD_BYTES;
+
 use crate::error::Error;
 
 /// Where tracefs lives on current kernels, and where aya looks for it first.
@@ -70,20 +72,24 @@ pub fn parse_layout(format: &str) -> Result<TracepointLayout, String> {
     let (newstate, new_size) = field("newstate")?;
     let (family, family_size) = field("family")?;
     let (protocol, protocol_size) = field("protocol")?;
-    let expect = |name: &str, size: u32, allowed: &[u32]| {
-        if allowed.contains(&size) {
-            Ok(())
+    // The program copies the first RECORD_BYTES of the record and reads fields from the copy
+    // with aligned loads: each field must fit and be naturally aligned.
+    let expect = |name: &str, offset: u32, size: u32, allowed: &[u32]| {
+        if !allowed.contains(&size) {
+            Err(format!("field `{name}` has size {size}, expected {allowed:?}"))
+        } else if (offset + size) as usize > RECORD_BYTES {
+            Err(format!("field `{name}` ends past byte {RECORD_BYTES}"))
+        } else if offset % size != 0 {
+            Err(format!("field `{name}` at offset {offset} is not aligned"))
         } else {
-            Err(format!(
-                "field `{name}` has size {size}, expected {allowed:?}"
-            ))
+            Ok(())
         }
     };
-    expect("skaddr", skaddr_size, &[8])?;
-    expect("oldstate", old_size, &[4])?;
-    expect("newstate", new_size, &[4])?;
-    expect("family", family_size, &[2])?;
-    expect("protocol", protocol_size, &[1, 2])?;
+    expect("skaddr", skaddr, skaddr_size, &[8])?;
+    expect("oldstate", oldstate, old_size, &[4])?;
+    expect("newstate", newstate, new_size, &[4])?;
+    expect("family", family, family_size, &[2])?;
+    expect("protocol", protocol, protocol_size, &[1, 2])?;
     Ok(TracepointLayout {
         skaddr,
         oldstate,

@@ -118,3 +118,17 @@ fn does_not_confuse_saddr_with_saddr_v6() {
     assert_eq!(find_field(CURRENT, "saddr_v6"), Some((40, 16)));
     assert_eq!(find_field(CURRENT, "common_pid"), Some((4, 4)));
 }
+
+#[test]
+fn rejects_fields_the_program_cannot_read() {
+    let far = CURRENT.replace("int newstate;\toffset:20;", "int newstate;\toffset:128;");
+    assert_eq!(
+        parse_layout(&far),
+        Err("field `newstate` ends past byte 128".to_string())
+    );
+    let misaligned = CURRENT.replace("__u16 family;\toffset:28;", "__u16 family;\toffset:29;");
+    assert_eq!(
+        parse_layout(&misaligned),
+        Err("field `family` at offset 29 is not aligned".to_string())
+    );
+}

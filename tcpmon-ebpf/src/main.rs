@@ -15,10 +15,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcpmon_common::{
-    RECORD_BYTES,
     dwell_bucket, transition_index, DwellHistogram, SocketEntry, AF_INET, AF_INET6, COUNTER_SLOTS,
     COUNTER_STALE_ENTRIES, COUNTER_TRACKED_DELETES, COUNTER_TRACKED_INSERTS, COUNTER_UNTRACKED,
-    IPPROTO_TCP, MAX_TRACKED_SOCKETS, STATE_SLOTS, TCP_CLOSE, TCP_LISTEN, TRANSITION_SLOTS,
+    IPPROTO_TCP, MAX_TRACKED_SOCKETS, RECORD_BYTES, STATE_SLOTS, TCP_CLOSE, TCP_LISTEN,
+    TRANSITION_SLOTS,
 };
 
 // Load-time configuration, set by the agent through `EbpfLoader::set_global`. Field offsets come

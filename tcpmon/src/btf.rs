@@ -149,7 +149,7 @@ impl Btf {
             bits += member_bits;
             type_id = member_type;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(format!("{root}.{} is a bitfield", path.join(".")));
         }
         Ok(bits / 8)

@@ -66,16 +66,16 @@ mod tests {
         let p = to_proto(&sample());
         let buckets = p.get_bucket();
         assert_eq!(buckets.len(), DWELL_FINITE_BUCKETS);
-        assert_eq!(buckets[0].get_upper_bound(), 1e-6);
-        assert_eq!(buckets[0].get_cumulative_count(), 2);
-        assert_eq!(buckets[9].get_upper_bound(), 512e-6);
-        assert_eq!(buckets[9].get_cumulative_count(), 2);
-        assert_eq!(buckets[10].get_upper_bound(), 1024e-6);
-        assert_eq!(buckets[10].get_cumulative_count(), 5);
+        assert_eq!(buckets[0].upper_bound(), 1e-6);
+        assert_eq!(buckets[0].cumulative_count(), 2);
+        assert_eq!(buckets[9].upper_bound(), 512e-6);
+        assert_eq!(buckets[9].cumulative_count(), 2);
+        assert_eq!(buckets[10].upper_bound(), 1024e-6);
+        assert_eq!(buckets[10].cumulative_count(), 5);
         let last = &buckets[DWELL_FINITE_BUCKETS - 1];
-        assert!((last.get_upper_bound() - 4294.967296).abs() < 1e-9);
-        assert!(last.get_upper_bound() >= 3600.0, "reaches at least an hour");
-        assert_eq!(last.get_cumulative_count(), 5);
+        assert!((last.upper_bound() - 4294.967296).abs() < 1e-9);
+        assert!(last.upper_bound() >= 3600.0, "reaches at least an hour");
+        assert_eq!(last.cumulative_count(), 5);
     }
 
     #[test]

@@ -76,10 +76,12 @@ pub fn parse_layout(format: &str) -> Result<TracepointLayout, String> {
     // with aligned loads: each field must fit and be naturally aligned.
     let expect = |name: &str, offset: u32, size: u32, allowed: &[u32]| {
         if !allowed.contains(&size) {
-            Err(format!("field `{name}` has size {size}, expected {allowed:?}"))
+            Err(format!(
+                "field `{name}` has size {size}, expected {allowed:?}"
+            ))
         } else if (offset + size) as usize > RECORD_BYTES {
             Err(format!("field `{name}` ends past byte {RECORD_BYTES}"))
-        } else if offset % size != 0 {
+        } else if !offset.is_multiple_of(size) {
             Err(format!("field `{name}` at offset {offset} is not aligned"))
         } else {
             Ok(())

@@ -73,14 +73,21 @@ fn command(program: &str, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("starting {program}"))?;
     if !out.status.success() {
-        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// (run_time_ns, run_cnt) of a program.
 fn prog_stats(id: u32) -> anyhow::Result<(u64, u64)> {
-    let json = command("bpftool", &["prog", "show", "id", &id.to_string(), "--json"])?;
+    let json = command(
+        "bpftool",
+        &["prog", "show", "id", &id.to_string(), "--json"],
+    )?;
     let v: serde_json::Value = serde_json::from_str(&json).context("bpftool JSON")?;
     let field = |name: &str| v.get(name).and_then(|x| x.as_u64()).unwrap_or(0);
     Ok((field("run_time_ns"), field("run_cnt")))
@@ -120,7 +127,10 @@ pub fn measure(duration: Duration) -> anyhow::Result<()> {
     let runs = count_after - count_before;
     let ns_per_run = (time_after - time_before) as f64 / runs.max(1) as f64;
     let kernel = command("uname", &["-r"])?;
-    println!("kernel {}, {WORKERS} storm threads, {secs:.0} s per run, server closes first", kernel.trim());
+    println!(
+        "kernel {}, {WORKERS} storm threads, {secs:.0} s per run, server closes first",
+        kernel.trim()
+    );
     println!("| run | connections/s | ratio |");
     println!("|---|---|---|");
     println!("| no agent | {:.0} | 1.000 |", baseline as f64 / secs);

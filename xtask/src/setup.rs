@@ -47,14 +47,20 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
 /// Nightly with rust-src (for `-Z build-std=core`) and bpf-linker.
 pub fn toolchain() -> anyhow::Result<()> {
     if !output("rustup", &["toolchain", "list"]).contains("nightly") {
-        run("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])?;
+        run(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        )?;
     }
     let installed = output(
         "rustup",
         &["component", "list", "--installed", "--toolchain", "nightly"],
     );
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        run("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
+        run(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
     }
     let linker = output("bpf-linker", &["--version"]);
     if !linker.contains(BPF_LINKER_VERSION) {

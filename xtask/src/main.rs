@@ -3,6 +3,7 @@
 mod cost;
 mod setup;
 mod storm;
+mod test;
 
 use std::process::Command;
 
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             setup::test_tools()?;
             cargo(&["fmt", "--all", "--check"])?;
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
-            cargo(&["test"])
+            test::run()
         }
         Task::Cost { seconds } => {
             setup::toolchain()?;

@@ -13,6 +13,14 @@ pub const MAP_DWELL: &str = "DWELL";
 pub const MAP_SOCKETS: &str = "SOCKETS";
 /// Map: per-CPU `u64` bookkeeping counters, indexed by the `COUNTER_*` constants.
 pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Map: hash from a service port (`u16`) to its port slot (`u32`, 1..[`PORT_SLOTS`]).
+pub const MAP_PORTS: &str = "PORTS";
+/// Map: per-CPU `u64` per (port slot, `HANDSHAKE_*` result); see [`handshake_index`].
+pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
+/// Map: per-CPU [`DwellHistogram`] of handshake times per (port slot, side).
+pub const MAP_HANDSHAKE_DURATION: &str = "HANDSHAKE_DURATION";
+/// Map: per-CPU `u64` per (port slot, initiator, kind); see [`teardown_index`].
+pub const MAP_TEARDOWNS: &str = "TEARDOWNS";
 
 /// Name of the tracepoint program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "inet_sock_set_state";
@@ -47,64 +55,11 @@ pub fn transition_index(family_slot: u32, old: u32, new: u32) -> Option<u32> {
     Some((family_slot * STATE_SLOTS + old) * STATE_SLOTS + new)
 }
 
-/// Finite dwell buckets: bucket `i` counts dwell times `<= 2^i` microseconds, `i` in `0..=32`
-/// (1 µs .. about 71.6 minutes). One more bucket holds everything longer (`+Inf`).
-pub const DWELL_FINITE_BUCKETS: usize = 33;
-pub const DWELL_BUCKETS: usize = DWELL_FINITE_BUCKETS + 1;
+mod classify;
+mod dwell;
 
-/// Log2 histogram of the time sockets spent in one state, aggregated in the kernel.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DwellHistogram {
-    /// Non-cumulative counts per bucket (see [`DWELL_FINITE_BUCKETS`]).
-    pub buckets: [u64; DWELL_BUCKETS],
-    /// Sum of all observed dwell times, in nanoseconds.
-    pub sum_ns: u64,
-}
-const _: () = assert!(core::mem::size_of::<DwellHistogram>() == 8 * (DWELL_BUCKETS + 1));
-
-/// Bucket for a dwell time of `ns` nanoseconds: the smallest `i` with `ns <= 2^i µs`.
-///
-/// Written with shifts and compares only: the BPF instruction set has no count-leading-zeros.
-#[inline(always)]
-pub fn dwell_bucket(ns: u64) -> usize {
-    let us = ns.div_ceil(1000);
-    if us <= 1 {
-        return 0;
-    }
-    // ceil(log2(us)) == floor(log2(us - 1)) + 1 for us >= 2.
-    let mut v = us - 1;
-    let mut log = 0usize;
-    if v >= 1 << 32 {
-        v >>= 32;
-        log += 32;
-    }
-    if v >= 1 << 16 {
-        v >>= 16;
-        log += 16;
-    }
-    if v >= 1 << 8 {
-        v >>= 8;
-        log += 8;
-    }
-    if v >= 1 << 4 {
-        v >>= 4;
-        log += 4;
-    }
-    if v >= 1 << 2 {
-        v >>= 2;
-        log += 2;
-    }
-    if v >= 1 << 1 {
-        log += 1;
-    }
-    let bucket = log + 1;
-    if bucket > DWELL_FINITE_BUCKETS {
-        DWELL_FINITE_BUCKETS
-    } else {
-        bucket
-    }
-}
+pub use classify::*;
+pub use dwell::*;
 
 /// What the program remembers about one socket between its transitions.
 #[repr(C)]
@@ -115,7 +70,10 @@ pub struct SocketEntry {
     /// The state the socket entered then; a mismatch with the next `oldstate` means the entry is
     /// stale (the socket address was reused after a CLOSE the program never saw).
     pub state: i32,
-    pub _pad: u32,
+    /// Port slot of the socket's service port, chosen when the entry was made.
+    pub port_slot: u16,
+    /// `SIDE_CLIENT` or `SIDE_SERVER`.
+    pub side: u16,
 }
 const _: () = assert!(core::mem::size_of::<SocketEntry>() == 16);
 
@@ -133,7 +91,12 @@ pub const COUNTER_STALE_ENTRIES: u32 = 2;
 /// Transitions of sockets with no entry that should have one (opened before the agent started,
 /// or evicted): their dwell time is not recorded.
 pub const COUNTER_UNTRACKED: u32 = 3;
-pub const COUNTER_SLOTS: u32 = 4;
+/// Client handshakes that ended ESTABLISHED without a SYN_SENT entry to time them.
+pub const COUNTER_CLIENT_HANDSHAKE_UNTIMED: u32 = 4;
+/// Server handshakes whose child socket had no SYN-ACK RTT (the SYN-ACK was retransmitted, or
+/// a SYN cookie was used), so no time is recorded.
+pub const COUNTER_SERVER_HANDSHAKE_UNTIMED: u32 = 5;
+pub const COUNTER_SLOTS: u32 = 6;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -146,32 +109,6 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dwell_bucket_is_the_smallest_upper_bound() {
-        assert_eq!(dwell_bucket(0), 0);
-        assert_eq!(dwell_bucket(1_000), 0);
-        assert_eq!(dwell_bucket(1_001), 1);
-        assert_eq!(dwell_bucket(2_000), 1);
-        assert_eq!(dwell_bucket(2_001), 2);
-        assert_eq!(dwell_bucket(4_000), 2);
-        assert_eq!(dwell_bucket(4_001), 3);
-        assert_eq!(dwell_bucket(1_000_000), 10); // 1 ms <= 1024 µs
-        assert_eq!(dwell_bucket((1u64 << 32) * 1000), 32);
-        assert_eq!(dwell_bucket((1u64 << 32) * 1000 + 1), DWELL_FINITE_BUCKETS);
-        assert_eq!(dwell_bucket(u64::MAX), DWELL_FINITE_BUCKETS);
-    }
-
-    #[test]
-    fn dwell_bucket_matches_a_float_reference() {
-        for ns in (0..50_000_000u64).step_by(997) {
-            let us = ns.div_ceil(1000);
-            let expected = (0..DWELL_FINITE_BUCKETS)
-                .find(|&i| us <= 1u64 << i)
-                .unwrap_or(DWELL_FINITE_BUCKETS);
-            assert_eq!(dwell_bucket(ns), expected, "ns={ns}");
-        }
-    }
 
     #[test]
     fn transition_index_is_dense_and_bounded() {

@@ -1,34 +1,46 @@
 //! tcpmon's eBPF program on `sock:inet_sock_set_state`.
 //!
 //! It aggregates in the kernel: a per-CPU transition matrix, per-state dwell-time histograms,
-//! and a per-socket LRU map holding when each socket entered its current state. Nothing is sent
-//! to userspace per event; the agent reads the maps when Prometheus scrapes.
+//! handshake and teardown counters and handshake-time histograms per service port, and a
+//! per-socket LRU map holding when each socket entered its current state. Nothing is sent to
+//! userspace per event; the agent reads the maps when Prometheus scrapes.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
-    programs::TracePointContext,
-    EbpfContext,
-};
+mod maps;
+mod record;
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::tracepoint};
+use aya_ebpf::programs::TracePointContext;
 use tcpmon_common::{
-    dwell_bucket, transition_index, DwellHistogram, SocketEntry, AF_INET, AF_INET6, COUNTER_SLOTS,
-    COUNTER_STALE_ENTRIES, COUNTER_TRACKED_DELETES, COUNTER_TRACKED_INSERTS, COUNTER_UNTRACKED,
-    IPPROTO_TCP, MAX_TRACKED_SOCKETS, RECORD_BYTES, STATE_SLOTS, TCP_CLOSE, TCP_LISTEN,
-    TRANSITION_SLOTS,
+    handshake_duration_index, handshake_index, needs_sk_err, outcome, teardown_index,
+    transition_index, Outcome, SocketEntry, AF_INET, AF_INET6, COUNTER_CLIENT_HANDSHAKE_UNTIMED,
+    COUNTER_SERVER_HANDSHAKE_UNTIMED, COUNTER_STALE_ENTRIES, COUNTER_TRACKED_DELETES,
+    COUNTER_TRACKED_INSERTS, COUNTER_UNTRACKED, HANDSHAKE_CLIENT_ESTABLISHED,
+    HANDSHAKE_SERVER_ESTABLISHED, IPPROTO_TCP, PORT_OTHER, SIDE_CLIENT, SIDE_SERVER, TCP_CLOSE,
+    TCP_LISTEN, TCP_SYN_SENT,
 };
 
-// Load-time configuration, set by the agent through `EbpfLoader::set_global`. Field offsets come
-// from the tracepoint's tracefs format file, kernel struct offsets from /sys/kernel/btf/vmlinux.
+use crate::{
+    maps::{
+        increment, observe, COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS, SOCKETS,
+        TEARDOWNS, TRANSITIONS,
+    },
+    record::{global, read_kernel, Record},
+};
+
+// Load-time configuration, set by the agent through `EbpfLoader::override_global`. Field
+// offsets come from the tracepoint's tracefs format file, kernel struct offsets from BTF.
 #[no_mangle]
 static TP_SKADDR: u32 = 8;
 #[no_mangle]
 static TP_OLDSTATE: u32 = 16;
 #[no_mangle]
 static TP_NEWSTATE: u32 = 20;
+#[no_mangle]
+static TP_SPORT: u32 = 24;
+#[no_mangle]
+static TP_DPORT: u32 = 26;
 #[no_mangle]
 static TP_FAMILY: u32 = 28;
 #[no_mangle]
@@ -45,61 +57,26 @@ static SK_NET_OFFSET: u32 = 0;
 /// Offset of `struct net.ns.inum`.
 #[no_mangle]
 static NET_INUM_OFFSET: u32 = 0;
+/// Offset of `struct sock.sk_err`.
+#[no_mangle]
+static SK_ERR_OFFSET: u32 = 0;
+/// Offset of `struct tcp_sock.srtt_us` (smoothed RTT in 1/8 µs).
+#[no_mangle]
+static SRTT_OFFSET: u32 = 0;
 
-/// Transition counters by (family, old state, new state).
-#[map]
-static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TRANSITION_SLOTS, 0);
-
-/// Dwell-time histograms, one per state left.
-#[map]
-static DWELL: PerCpuArray<DwellHistogram> = PerCpuArray::with_max_entries(STATE_SLOTS, 0);
-
-/// Per-socket state and entry time, keyed by the socket's kernel address.
-#[map]
-static SOCKETS: LruHashMap<u64, SocketEntry> = LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
-
-/// Bookkeeping counters for the socket map (inserts, deletes, stale, untracked).
-#[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+/// One transition, as read from the record.
+struct Transition {
+    skaddr: u64,
+    old: i32,
+    new: i32,
+    sport: u16,
+    dport: u16,
+}
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     match try_inet_sock_set_state(&ctx) {
         Ok(()) | Err(_) => 0,
-    }
-}
-
-/// Reads a load-time global; volatile so the compiler cannot fold the default value in.
-#[inline(always)]
-fn global(value: &'static u32) -> u32 {
-    // SAFETY: `value` is a valid static; the loader rewrites it before the program runs.
-    unsafe { core::ptr::read_volatile(value) }
-}
-
-/// The start of the tracepoint record, copied with one helper call. The verifier rejects ctx
-/// reads at offsets that are not in the instruction itself, and the offsets here come from the
-/// format file at load time; reading fields from a stack copy costs one `bpf_probe_read_kernel`
-/// per event instead of one per field.
-#[repr(C, align(8))]
-struct Record([u8; RECORD_BYTES]);
-
-impl Record {
-    #[inline(always)]
-    fn read(ctx: &TracePointContext) -> Result<Record, i32> {
-        // SAFETY: ctx points at the record in perf's per-CPU trace buffer, which is larger than
-        // RECORD_BYTES; the helper fails cleanly rather than fault if it were not.
-        unsafe { bpf_probe_read_kernel(ctx.as_ptr().cast::<Record>()) }
-    }
-
-    #[inline(always)]
-    fn field<T: Copy>(&self, offset: u32) -> Result<T, i32> {
-        let offset = offset as usize;
-        if offset + core::mem::size_of::<T>() > RECORD_BYTES {
-            return Err(-1);
-        }
-        // SAFETY: in bounds (checked above) and naturally aligned (the agent rejects layouts
-        // whose fields are not).
-        Ok(unsafe { core::ptr::read(self.0.as_ptr().add(offset).cast::<T>()) })
     }
 }
 
@@ -123,93 +100,145 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         AF_INET6 => 1,
         _ => return Ok(()),
     };
-    let old: i32 = record.field(global(&TP_OLDSTATE))?;
-    let new: i32 = record.field(global(&TP_NEWSTATE))?;
-    if let Some(index) = transition_index(family_slot, old as u32, new as u32) {
+    let t = Transition {
+        skaddr,
+        old: record.field(global(&TP_OLDSTATE))?,
+        new: record.field(global(&TP_NEWSTATE))?,
+        sport: record.field(global(&TP_SPORT))?,
+        dport: record.field(global(&TP_DPORT))?,
+    };
+    if let Some(index) = transition_index(family_slot, t.old as u32, t.new as u32) {
         increment(&TRANSITIONS, index);
     }
-    track_dwell(skaddr, old, new);
+    // A same-state event (shutdown then close) is a transition but ends nothing and never
+    // restarts a timer.
+    if t.old != t.new {
+        track(&t);
+    }
     Ok(())
+}
+
+/// Dwell time, handshake and teardown accounting, and the socket's entry.
+#[inline(always)]
+fn track(t: &Transition) {
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let entry = SOCKETS.get_ptr_mut(t.skaddr);
+    let mut dwell_ns = None;
+    let (port_slot, side) = match entry {
+        Some(entry) => {
+            // SAFETY: the map returned a valid pointer to this socket's value.
+            let entry = unsafe { &*entry };
+            if entry.state == t.old {
+                let ns = now.saturating_sub(entry.entered_ns);
+                observe(&DWELL, t.old as u32, ns);
+                dwell_ns = Some(ns);
+            } else {
+                increment(&COUNTERS, COUNTER_STALE_ENTRIES);
+            }
+            (u32::from(entry.port_slot), u32::from(entry.side))
+        }
+        None => {
+            // New sockets start from CLOSE (connect, listen) or LISTEN (a listener's child).
+            if t.old != TCP_CLOSE && t.old != TCP_LISTEN {
+                increment(&COUNTERS, COUNTER_UNTRACKED);
+            }
+            service_port(t)
+        }
+    };
+
+    let sk_err = if needs_sk_err(t.old, t.new) {
+        read_kernel::<i32>(t.skaddr, global(&SK_ERR_OFFSET)).unwrap_or(0)
+    } else {
+        0
+    };
+    match outcome(t.old, t.new, sk_err) {
+        Outcome::Handshake(result) => {
+            if let Some(index) = handshake_index(port_slot, result) {
+                increment(&HANDSHAKES, index);
+            }
+            handshake_time(t, result, port_slot, dwell_ns);
+        }
+        Outcome::Teardown(initiator, kind) => {
+            if let Some(index) = teardown_index(port_slot, initiator, kind) {
+                increment(&TEARDOWNS, index);
+            }
+        }
+        Outcome::Nothing => {}
+    }
+
+    match entry {
+        Some(_) if t.new == TCP_CLOSE => {
+            if SOCKETS.remove(t.skaddr).is_ok() {
+                increment(&COUNTERS, COUNTER_TRACKED_DELETES);
+            }
+        }
+        Some(entry) => {
+            // SAFETY: as above; no other reference to the value is live.
+            let entry = unsafe { &mut *entry };
+            entry.entered_ns = now;
+            entry.state = t.new;
+        }
+        None if t.new != TCP_CLOSE => {
+            let entry = SocketEntry {
+                entered_ns: now,
+                state: t.new,
+                port_slot: port_slot as u16,
+                side: side as u16,
+            };
+            if SOCKETS.insert(t.skaddr, entry, u64::from(BPF_NOEXIST)).is_ok() {
+                increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Records how long an established handshake took: the client's SYN_SENT dwell, or the
+/// server's SYN-ACK -> ACK round trip that the kernel measured into the child's `srtt_us`.
+#[inline(always)]
+fn handshake_time(t: &Transition, result: u32, port_slot: u32, dwell_ns: Option<u64>) {
+    if result == HANDSHAKE_CLIENT_ESTABLISHED {
+        match (dwell_ns, handshake_duration_index(port_slot, SIDE_CLIENT)) {
+            (Some(ns), Some(index)) => observe(&HANDSHAKE_DURATION, index, ns),
+            _ => increment(&COUNTERS, COUNTER_CLIENT_HANDSHAKE_UNTIMED),
+        }
+    } else if result == HANDSHAKE_SERVER_ESTABLISHED {
+        let srtt = read_kernel::<u32>(t.skaddr, global(&SRTT_OFFSET)).unwrap_or(0);
+        match handshake_duration_index(port_slot, SIDE_SERVER) {
+            // srtt_us holds 8x the RTT in microseconds: 125 ns per unit.
+            Some(index) if srtt > 0 => {
+                observe(&HANDSHAKE_DURATION, index, u64::from(srtt) * 125)
+            }
+            _ => increment(&COUNTERS, COUNTER_SERVER_HANDSHAKE_UNTIMED),
+        }
+    }
+}
+
+/// (port slot, side) of a socket seen for the first time. A connect's service port is the
+/// remote one, a listener child's the local one; for a socket first seen mid-life, the local
+/// port wins if it is a known service port.
+#[inline(always)]
+fn service_port(t: &Transition) -> (u32, u32) {
+    let slot = |port: u16| PORTS.get_ptr(port).map(|s| unsafe { *s });
+    if t.new == TCP_SYN_SENT {
+        return (slot(t.dport).unwrap_or(PORT_OTHER), SIDE_CLIENT);
+    }
+    if t.old == TCP_LISTEN {
+        return (slot(t.sport).unwrap_or(PORT_OTHER), SIDE_SERVER);
+    }
+    match (slot(t.sport), slot(t.dport)) {
+        (Some(s), _) => (s, SIDE_SERVER),
+        (None, Some(s)) => (s, SIDE_CLIENT),
+        (None, None) => (PORT_OTHER, SIDE_CLIENT),
+    }
 }
 
 /// The network namespace inode of the socket at `skaddr`.
 #[inline(always)]
 fn socket_netns(skaddr: u64) -> Result<u32, i32> {
-    let net_field = (skaddr + u64::from(global(&SK_NET_OFFSET))) as *const u64;
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error.
-    let net = unsafe { bpf_probe_read_kernel(net_field) }?;
-    let inum_field = (net + u64::from(global(&NET_INUM_OFFSET))) as *const u32;
-    // SAFETY: as above.
-    unsafe { bpf_probe_read_kernel(inum_field) }
-}
-
-/// Updates the socket's entry and records how long it spent in `old`.
-#[inline(always)]
-fn track_dwell(skaddr: u64, old: i32, new: i32) {
-    // A same-state event (shutdown then close) is a transition but never restarts the timer.
-    if old == new {
-        return;
-    }
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    match SOCKETS.get_ptr_mut(skaddr) {
-        Some(entry) => {
-            // SAFETY: the map returned a valid pointer to this socket's value.
-            let entry = unsafe { &mut *entry };
-            if entry.state == old {
-                record_dwell(old, now.saturating_sub(entry.entered_ns));
-            } else {
-                increment(&COUNTERS, COUNTER_STALE_ENTRIES);
-            }
-            if new == TCP_CLOSE {
-                if SOCKETS.remove(skaddr).is_ok() {
-                    increment(&COUNTERS, COUNTER_TRACKED_DELETES);
-                }
-            } else {
-                entry.entered_ns = now;
-                entry.state = new;
-            }
-        }
-        None => {
-            // New sockets start from CLOSE (connect, listen) or LISTEN (a listener's child).
-            if old != TCP_CLOSE && old != TCP_LISTEN {
-                increment(&COUNTERS, COUNTER_UNTRACKED);
-            }
-            if new != TCP_CLOSE {
-                let entry = SocketEntry {
-                    entered_ns: now,
-                    state: new,
-                    _pad: 0,
-                };
-                if SOCKETS
-                    .insert(skaddr, entry, u64::from(BPF_NOEXIST))
-                    .is_ok()
-                {
-                    increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
-                }
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn record_dwell(state: i32, ns: u64) {
-    if let Some(histogram) = DWELL.get_ptr_mut(state as u32) {
-        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
-        let histogram = unsafe { &mut *histogram };
-        if let Some(bucket) = histogram.buckets.get_mut(dwell_bucket(ns)) {
-            *bucket += 1;
-        }
-        histogram.sum_ns += ns;
-    }
-}
-
-#[inline(always)]
-fn increment(map: &PerCpuArray<u64>, index: u32) {
-    if let Some(counter) = map.get_ptr_mut(index) {
-        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
-        unsafe { *counter += 1 };
-    }
+    let net = read_kernel::<u64>(skaddr, global(&SK_NET_OFFSET))?;
+    read_kernel::<u32>(net, global(&NET_INUM_OFFSET))
 }
 
 #[cfg(not(test))]

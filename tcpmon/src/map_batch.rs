@@ -1,19 +1,20 @@
-//! Counting a hash map's entries with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+).
+//! Reading whole maps with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+): one syscall per few thousand
+//! entries instead of one per entry, which keeps a scrape in the low milliseconds.
 //!
-//! `get_next_key` iteration restarts from the first key whenever the current key is deleted
-//! under it, so on a busy host it can count sockets twice or never finish. The batch command
-//! walks buckets instead and always terminates. aya 0.14 has no public wrapper for it.
+//! For hash maps it also matters for correctness: `get_next_key` iteration restarts from the
+//! first key whenever the current key is deleted under it, so on a busy host it can count
+//! sockets twice or never finish; the batch command walks buckets and always terminates.
+//! aya 0.14 has no public wrapper for it.
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
 };
 
 use aya::maps::MapData;
-use tcpmon_common::SocketEntry;
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-/// Entries fetched per call; larger than any hash bucket can get, so ENOSPC cannot happen.
-const BATCH: usize = 4096;
+/// Entries fetched per call for hash maps: larger than any bucket can get, so no ENOSPC.
+const HASH_BATCH: usize = 4096;
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
@@ -29,28 +30,33 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Number of entries in the socket map (key `u64`, value [`SocketEntry`]).
-pub fn count_entries(map: &MapData) -> io::Result<u64> {
+/// Calls `each(key, value)` for every entry of `map`, `batch` entries per syscall.
+fn for_each(
+    map: &MapData,
+    key_size: usize,
+    value_size: usize,
+    batch: usize,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
     let fd = map.fd().as_fd().as_raw_fd();
-    let mut keys = vec![0u64; BATCH];
-    let mut values = vec![[0u8; size_of::<SocketEntry>()]; BATCH];
-    // The kernel's cursor for hash maps is a bucket index (u32); u64 leaves room.
-    let mut cursor_in = 0u64;
-    let mut cursor_out = 0u64;
-    let mut total = 0u64;
+    let mut keys = vec![0u8; key_size * batch];
+    let mut values = vec![0u8; value_size * batch];
+    // The kernel's cursor: a bucket index for hash maps, a key for arrays; 8 bytes hold both.
+    let mut cursor_in = [0u8; 8];
+    let mut cursor_out = [0u8; 8];
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &raw mut cursor_in as u64 },
-            out_batch: &raw mut cursor_out as u64,
+            in_batch: if first { 0 } else { cursor_in.as_mut_ptr() as u64 },
+            out_batch: cursor_out.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: BATCH as u32,
+            count: batch as u32,
             map_fd: fd as u32,
             ..Default::default()
         };
         // SAFETY: attr points at buffers of `count` keys and values that outlive the call, and
-        // at cursors of at least the 4 bytes the kernel writes.
+        // at cursors of at least the key size (at most 8 bytes here) the kernel writes.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -60,14 +66,46 @@ pub fn count_entries(map: &MapData) -> io::Result<u64> {
             )
         };
         let error = (rc < 0).then(io::Error::last_os_error);
-        total += u64::from(attr.count);
+        let count = attr.count as usize;
+        for i in 0..count {
+            each(
+                &keys[i * key_size..(i + 1) * key_size],
+                &values[i * value_size..(i + 1) * value_size],
+            );
+        }
         match error {
-            None => {}
             // ENOENT: the walk reached the end (count holds the last entries, if any).
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(total),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Some(e) => return Err(e),
+            None if count < batch => return Ok(()),
+            None => {}
         }
         cursor_in = cursor_out;
         first = false;
     }
+}
+
+/// Number of entries in a hash map with `key_size`-byte keys and `value_size`-byte values.
+pub fn count_entries(map: &MapData, key_size: usize, value_size: usize) -> io::Result<u64> {
+    let mut total = 0;
+    for_each(map, key_size, value_size, HASH_BATCH, |_, _| total += 1)?;
+    Ok(total)
+}
+
+/// Every slot of a per-CPU array of `entries` values of type `T`, each as its per-CPU values.
+pub fn per_cpu_array<T: aya::Pod>(map: &MapData, entries: u32) -> io::Result<Vec<Vec<T>>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    // The kernel lays each CPU's value out at an 8-byte stride.
+    let stride = size_of::<T>().div_ceil(8) * 8;
+    let mut slots = vec![Vec::new(); entries as usize];
+    for_each(map, 4, stride * cpus, entries as usize, |key, value| {
+        let index = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]) as usize;
+        if let Some(slot) = slots.get_mut(index) {
+            *slot = (0..cpus)
+                // SAFETY: `value` holds `cpus` values of T at `stride` bytes each; T is Pod.
+                .map(|cpu| unsafe { value.as_ptr().add(cpu * stride).cast::<T>().read_unaligned() })
+                .collect();
+        }
+    })?;
+    Ok(slots)
 }

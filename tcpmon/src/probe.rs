@@ -1,12 +1,13 @@
 //! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
 use aya::{
-    maps::{Map, MapData, PerCpuArray},
+    maps::{HashMap, Map, MapData},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
-    DwellHistogram, COUNTER_SLOTS, MAP_COUNTERS, MAP_DWELL, MAP_SOCKETS, MAP_TRANSITIONS,
-    PROGRAM_NAME, STATE_SLOTS, TRANSITION_SLOTS,
+    DwellHistogram, SocketEntry, COUNTER_SLOTS, HANDSHAKE_DURATION_SLOTS, HANDSHAKE_SLOTS,
+    MAP_COUNTERS, MAP_DWELL, MAP_HANDSHAKES, MAP_HANDSHAKE_DURATION, MAP_PORTS, MAP_SOCKETS,
+    MAP_TEARDOWNS, MAP_TRANSITIONS, PROGRAM_NAME, STATE_SLOTS, TEARDOWN_SLOTS, TRANSITION_SLOTS,
 };
 
 use crate::{
@@ -26,6 +27,10 @@ pub struct KernelOffsets {
     pub sk_net: u32,
     /// `struct net.ns.inum`
     pub net_inum: u32,
+    /// `struct sock.sk_err`
+    pub sk_err: u32,
+    /// `struct tcp_sock.srtt_us`
+    pub srtt: u32,
 }
 
 impl KernelOffsets {
@@ -44,6 +49,8 @@ impl KernelOffsets {
                 .member_offset("sock", &["__sk_common", "skc_net", "net"])
                 .map_err(layout)?,
             net_inum: btf.member_offset("net", &["ns", "inum"]).map_err(layout)?,
+            sk_err: btf.member_offset("sock", &["sk_err"]).map_err(layout)?,
+            srtt: btf.member_offset("tcp_sock", &["srtt_us"]).map_err(layout)?,
         })
     }
 }
@@ -72,6 +79,12 @@ pub struct Snapshot {
     pub dwell: Vec<DwellHistogram>,
     /// Indexed by the `COUNTER_*` constants.
     pub counters: Vec<u64>,
+    /// Indexed by `tcpmon_common::handshake_index`.
+    pub handshakes: Vec<u64>,
+    /// Indexed by `tcpmon_common::handshake_duration_index`.
+    pub handshake_duration: Vec<DwellHistogram>,
+    /// Indexed by `tcpmon_common::teardown_index`.
+    pub teardowns: Vec<u64>,
 }
 
 impl Probe {
@@ -82,12 +95,16 @@ impl Probe {
             .override_global("TP_SKADDR", &l.skaddr, true)
             .override_global("TP_OLDSTATE", &l.oldstate, true)
             .override_global("TP_NEWSTATE", &l.newstate, true)
+            .override_global("TP_SPORT", &l.sport, true)
+            .override_global("TP_DPORT", &l.dport, true)
             .override_global("TP_FAMILY", &l.family, true)
             .override_global("TP_PROTOCOL", &l.protocol, true)
             .override_global("TP_PROTOCOL_SIZE", &l.protocol_size, true)
             .override_global("NETNS_FILTER", &netns, true)
             .override_global("SK_NET_OFFSET", &config.offsets.sk_net, true)
             .override_global("NET_INUM_OFFSET", &config.offsets.net_inum, true)
+            .override_global("SK_ERR_OFFSET", &config.offsets.sk_err, true)
+            .override_global("SRTT_OFFSET", &config.offsets.srtt, true)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
         let program: &mut TracePoint = ebpf
@@ -119,57 +136,74 @@ impl Probe {
             .ok_or_else(|| Error::Load(format!("map {name} missing from object")))
     }
 
-    fn read_per_cpu<T: aya::Pod>(&self, name: &str, slots: u32) -> Result<Vec<Vec<T>>, Error> {
-        let array: PerCpuArray<&MapData, T> = PerCpuArray::try_from(self.map(name)?)
-            .map_err(|e| Error::Load(format!("map {name}: {e:#}")))?;
-        (0..slots)
-            .map(|i| {
-                array
-                    .get(&i, 0)
-                    .map(|values| values.to_vec())
-                    .map_err(|e| Error::Load(format!("reading map {name}: {e:#}")))
-            })
-            .collect()
+    fn map_data(&self, name: &str) -> Result<&MapData, Error> {
+        match self.map(name)? {
+            Map::PerCpuArray(data) | Map::LruHashMap(data) | Map::HashMap(data) => Ok(data),
+            _ => Err(Error::Load(format!("map {name} has an unexpected type"))),
+        }
     }
 
-    fn read_counters(&self, name: &str, slots: u32) -> Result<Vec<u64>, Error> {
-        let per_cpu = self.read_per_cpu::<u64>(name, slots)?;
+    fn read_error(name: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |cause| Error::Io {
+            what: format!("reading map {name}"),
+            cause,
+        }
+    }
+
+    fn counters_of(&self, name: &str, slots: u32) -> Result<Vec<u64>, Error> {
+        let per_cpu = map_batch::per_cpu_array::<u64>(self.map_data(name)?, slots)
+            .map_err(Self::read_error(name))?;
         Ok(per_cpu.iter().map(|v| v.iter().sum()).collect())
+    }
+
+    fn histograms_of(&self, name: &str, slots: u32) -> Result<Vec<DwellHistogram>, Error> {
+        let per_cpu = map_batch::per_cpu_array::<DwellHistogram>(self.map_data(name)?, slots)
+            .map_err(Self::read_error(name))?;
+        Ok(per_cpu
+            .iter()
+            .map(|cpus| {
+                let mut total = histogram::empty();
+                cpus.iter().for_each(|h| histogram::merge(&mut total, h));
+                total
+            })
+            .collect())
     }
 
     /// The bookkeeping counters alone, indexed by the `COUNTER_*` constants.
     pub fn counters(&self) -> Result<Vec<u64>, Error> {
-        self.read_counters(MAP_COUNTERS, COUNTER_SLOTS)
+        self.counters_of(MAP_COUNTERS, COUNTER_SLOTS)
     }
 
-    /// Reads the aggregate maps. Values are summed over CPUs.
+    /// Reads the aggregate maps, one batch syscall each. Values are summed over CPUs.
     pub fn snapshot(&self) -> Result<Snapshot, Error> {
-        let transitions = self.read_counters(MAP_TRANSITIONS, TRANSITION_SLOTS)?;
-        let counters = self.counters()?;
-        let dwell = self
-            .read_per_cpu::<DwellHistogram>(MAP_DWELL, STATE_SLOTS)?
-            .iter()
-            .map(|per_cpu| {
-                let mut total = histogram::empty();
-                per_cpu.iter().for_each(|h| histogram::merge(&mut total, h));
-                total
-            })
-            .collect();
         Ok(Snapshot {
-            transitions,
-            dwell,
-            counters,
+            transitions: self.counters_of(MAP_TRANSITIONS, TRANSITION_SLOTS)?,
+            dwell: self.histograms_of(MAP_DWELL, STATE_SLOTS)?,
+            counters: self.counters()?,
+            handshakes: self.counters_of(MAP_HANDSHAKES, HANDSHAKE_SLOTS)?,
+            handshake_duration: self
+                .histograms_of(MAP_HANDSHAKE_DURATION, HANDSHAKE_DURATION_SLOTS)?,
+            teardowns: self.counters_of(MAP_TEARDOWNS, TEARDOWN_SLOTS)?,
         })
     }
 
     /// Entries now in the per-socket map.
     pub fn tracked_sockets(&self) -> Result<u64, Error> {
-        let Map::LruHashMap(data) = self.map(MAP_SOCKETS)? else {
-            return Err(Error::Load(format!("map {MAP_SOCKETS} is not an LRU hash")));
-        };
-        map_batch::count_entries(data).map_err(|cause| Error::Io {
-            what: format!("counting entries of map {MAP_SOCKETS}"),
-            cause,
-        })
+        let data = self.map_data(MAP_SOCKETS)?;
+        map_batch::count_entries(data, size_of::<u64>(), size_of::<SocketEntry>())
+            .map_err(Self::read_error(MAP_SOCKETS))
+    }
+
+    /// Gives `port` its own label value: the program counts it in `slot` from now on.
+    pub fn set_port_slot(&mut self, port: u16, slot: u32) -> Result<(), Error> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_PORTS)
+            .ok_or_else(|| Error::Load(format!("map {MAP_PORTS} missing from object")))?;
+        let mut ports: HashMap<&mut MapData, u16, u32> =
+            HashMap::try_from(map).map_err(|e| Error::Load(format!("map {MAP_PORTS}: {e:#}")))?;
+        ports
+            .insert(port, slot, 0)
+            .map_err(|e| Error::Load(format!("writing map {MAP_PORTS}: {e:#}")))
     }
 }

@@ -17,6 +17,8 @@ pub struct TracepointLayout {
     pub skaddr: u32,
     pub oldstate: u32,
     pub newstate: u32,
+    pub sport: u32,
+    pub dport: u32,
     pub family: u32,
     pub protocol: u32,
     /// 1 before Linux 5.6 (`__u8 protocol`), 2 since (`__u16 protocol`).
@@ -70,6 +72,8 @@ pub fn parse_layout(format: &str) -> Result<TracepointLayout, String> {
     let (skaddr, skaddr_size) = field("skaddr")?;
     let (oldstate, old_size) = field("oldstate")?;
     let (newstate, new_size) = field("newstate")?;
+    let (sport, sport_size) = field("sport")?;
+    let (dport, dport_size) = field("dport")?;
     let (family, family_size) = field("family")?;
     let (protocol, protocol_size) = field("protocol")?;
     // The program copies the first RECORD_BYTES of the record and reads fields from the copy
@@ -90,12 +94,16 @@ pub fn parse_layout(format: &str) -> Result<TracepointLayout, String> {
     expect("skaddr", skaddr, skaddr_size, &[8])?;
     expect("oldstate", oldstate, old_size, &[4])?;
     expect("newstate", newstate, new_size, &[4])?;
+    expect("sport", sport, sport_size, &[2])?;
+    expect("dport", dport, dport_size, &[2])?;
     expect("family", family, family_size, &[2])?;
     expect("protocol", protocol, protocol_size, &[1, 2])?;
     Ok(TracepointLayout {
         skaddr,
         oldstate,
         newstate,
+        sport,
+        dport,
         family,
         protocol,
         protocol_size,

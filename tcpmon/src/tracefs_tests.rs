@@ -31,6 +31,8 @@ fn parses_this_kernels_layout() {
             skaddr: 8,
             oldstate: 16,
             newstate: 20,
+            sport: 24,
+            dport: 26,
             family: 28,
             protocol: 30,
             protocol_size: 2,
@@ -61,6 +63,7 @@ fn follows_a_larger_common_header() {
     assert_eq!(layout.skaddr, 16);
     assert_eq!(layout.oldstate, 24);
     assert_eq!(layout.newstate, 28);
+    assert_eq!((layout.sport, layout.dport), (32, 34));
     assert_eq!(layout.family, 36);
     assert_eq!(layout.protocol, 38);
     assert_eq!(layout.protocol_size, 2);

@@ -1,0 +1,65 @@
+//! The program's maps and the per-CPU updates it makes to them.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
+};
+use tcpmon_common::{
+    dwell_bucket, DwellHistogram, SocketEntry, COUNTER_SLOTS, HANDSHAKE_DURATION_SLOTS,
+    HANDSHAKE_SLOTS, MAX_TRACKED_SOCKETS, PORT_SLOTS, STATE_SLOTS, TEARDOWN_SLOTS,
+    TRANSITION_SLOTS,
+};
+
+/// Transition counters by (family, old state, new state).
+#[map]
+pub static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TRANSITION_SLOTS, 0);
+
+/// Dwell-time histograms, one per state left.
+#[map]
+pub static DWELL: PerCpuArray<DwellHistogram> = PerCpuArray::with_max_entries(STATE_SLOTS, 0);
+
+/// Per-socket state, entry time and service port, keyed by the socket's kernel address.
+#[map]
+pub static SOCKETS: LruHashMap<u64, SocketEntry> =
+    LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
+
+/// Bookkeeping counters (inserts, deletes, stale, untracked, untimed handshakes).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Service ports with their own label value, to port slot; written by the agent.
+#[map]
+pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(PORT_SLOTS, 0);
+
+/// Handshake results per (port slot, result).
+#[map]
+pub static HANDSHAKES: PerCpuArray<u64> = PerCpuArray::with_max_entries(HANDSHAKE_SLOTS, 0);
+
+/// Handshake-time histograms per (port slot, side).
+#[map]
+pub static HANDSHAKE_DURATION: PerCpuArray<DwellHistogram> =
+    PerCpuArray::with_max_entries(HANDSHAKE_DURATION_SLOTS, 0);
+
+/// Teardowns per (port slot, initiator, kind).
+#[map]
+pub static TEARDOWNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TEARDOWN_SLOTS, 0);
+
+#[inline(always)]
+pub fn increment(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Adds one observation of `ns` nanoseconds to histogram `index` of `map`.
+#[inline(always)]
+pub fn observe(map: &PerCpuArray<DwellHistogram>, index: u32, ns: u64) {
+    if let Some(histogram) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
+        let histogram = unsafe { &mut *histogram };
+        if let Some(bucket) = histogram.buckets.get_mut(dwell_bucket(ns)) {
+            *bucket += 1;
+        }
+        histogram.sum_ns += ns;
+    }
+}

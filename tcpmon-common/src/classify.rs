@@ -140,10 +140,19 @@ mod tests {
             outcome(TCP_SYN_SENT, TCP_ESTABLISHED, 0),
             Outcome::Handshake(HANDSHAKE_CLIENT_ESTABLISHED)
         );
-        assert_eq!(end(ECONNREFUSED), Outcome::Handshake(HANDSHAKE_CLIENT_REFUSED));
+        assert_eq!(
+            end(ECONNREFUSED),
+            Outcome::Handshake(HANDSHAKE_CLIENT_REFUSED)
+        );
         assert_eq!(end(ETIMEDOUT), Outcome::Handshake(HANDSHAKE_CLIENT_TIMEOUT));
-        assert_eq!(end(EHOSTUNREACH), Outcome::Handshake(HANDSHAKE_CLIENT_UNREACHABLE));
-        assert_eq!(end(ENETUNREACH), Outcome::Handshake(HANDSHAKE_CLIENT_UNREACHABLE));
+        assert_eq!(
+            end(EHOSTUNREACH),
+            Outcome::Handshake(HANDSHAKE_CLIENT_UNREACHABLE)
+        );
+        assert_eq!(
+            end(ENETUNREACH),
+            Outcome::Handshake(HANDSHAKE_CLIENT_UNREACHABLE)
+        );
         assert_eq!(end(0), Outcome::Handshake(HANDSHAKE_CLIENT_ABORTED));
         assert!(needs_sk_err(TCP_SYN_SENT, TCP_CLOSE));
         assert!(!needs_sk_err(TCP_SYN_SENT, TCP_ESTABLISHED));
@@ -165,16 +174,28 @@ mod tests {
     #[test]
     fn orderly_teardowns() {
         let fin = |old| outcome(old, TCP_CLOSE, 0);
-        assert_eq!(fin(TCP_FIN_WAIT2), Outcome::Teardown(INITIATOR_LOCAL, KIND_FIN));
-        assert_eq!(fin(TCP_LAST_ACK), Outcome::Teardown(INITIATOR_REMOTE, KIND_FIN));
-        assert_eq!(fin(TCP_CLOSING), Outcome::Teardown(INITIATOR_SIMULTANEOUS, KIND_FIN));
+        assert_eq!(
+            fin(TCP_FIN_WAIT2),
+            Outcome::Teardown(INITIATOR_LOCAL, KIND_FIN)
+        );
+        assert_eq!(
+            fin(TCP_LAST_ACK),
+            Outcome::Teardown(INITIATOR_REMOTE, KIND_FIN)
+        );
+        assert_eq!(
+            fin(TCP_CLOSING),
+            Outcome::Teardown(INITIATOR_SIMULTANEOUS, KIND_FIN)
+        );
     }
 
     #[test]
     fn resets() {
         let close = |old, err| outcome(old, TCP_CLOSE, err);
         // SO_LINGER 0 on our side: tcp_disconnect() reaches CLOSE before it sets sk_err.
-        assert_eq!(close(TCP_ESTABLISHED, 0), Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET));
+        assert_eq!(
+            close(TCP_ESTABLISHED, 0),
+            Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET)
+        );
         // A RST from the peer.
         assert_eq!(
             close(TCP_ESTABLISHED, ECONNRESET),
@@ -186,12 +207,18 @@ mod tests {
             Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET)
         );
         // Closing with unread data after the peer's FIN, and a RST in LAST_ACK.
-        assert_eq!(close(TCP_CLOSE_WAIT, 0), Outcome::Teardown(INITIATOR_REMOTE, KIND_RESET));
+        assert_eq!(
+            close(TCP_CLOSE_WAIT, 0),
+            Outcome::Teardown(INITIATOR_REMOTE, KIND_RESET)
+        );
         assert_eq!(
             close(TCP_LAST_ACK, ECONNRESET),
             Outcome::Teardown(INITIATOR_REMOTE, KIND_RESET)
         );
-        assert_eq!(close(TCP_FIN_WAIT1, ECONNRESET), Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET));
+        assert_eq!(
+            close(TCP_FIN_WAIT1, ECONNRESET),
+            Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET)
+        );
     }
 
     #[test]
@@ -206,10 +233,19 @@ mod tests {
     #[test]
     fn indexes_are_dense_and_bounded() {
         assert_eq!(handshake_index(0, 0), Some(0));
-        assert_eq!(handshake_index(PORT_SLOTS - 1, HANDSHAKE_RESULTS - 1), Some(HANDSHAKE_SLOTS - 1));
+        assert_eq!(
+            handshake_index(PORT_SLOTS - 1, HANDSHAKE_RESULTS - 1),
+            Some(HANDSHAKE_SLOTS - 1)
+        );
         assert_eq!(handshake_index(PORT_SLOTS, 0), None);
-        assert_eq!(handshake_duration_index(PORT_SLOTS - 1, SIDES - 1), Some(HANDSHAKE_DURATION_SLOTS - 1));
-        assert_eq!(teardown_index(PORT_SLOTS - 1, INITIATORS - 1, KINDS - 1), Some(TEARDOWN_SLOTS - 1));
+        assert_eq!(
+            handshake_duration_index(PORT_SLOTS - 1, SIDES - 1),
+            Some(HANDSHAKE_DURATION_SLOTS - 1)
+        );
+        assert_eq!(
+            teardown_index(PORT_SLOTS - 1, INITIATORS - 1, KINDS - 1),
+            Some(TEARDOWN_SLOTS - 1)
+        );
         assert_eq!(teardown_index(0, INITIATORS, 0), None);
     }
 }

@@ -59,7 +59,6 @@ pub fn dwell_bucket(ns: u64) -> usize {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

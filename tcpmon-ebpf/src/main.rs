@@ -10,8 +10,8 @@
 mod maps;
 mod record;
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::tracepoint};
 use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::tracepoint};
 use tcpmon_common::{
     handshake_duration_index, handshake_index, needs_sk_err, outcome, teardown_index,
     transition_index, Outcome, SocketEntry, AF_INET, AF_INET6, COUNTER_CLIENT_HANDSHAKE_UNTIMED,
@@ -186,7 +186,10 @@ fn track(t: &Transition) {
                 port_slot: port_slot as u16,
                 side: side as u16,
             };
-            if SOCKETS.insert(t.skaddr, entry, u64::from(BPF_NOEXIST)).is_ok() {
+            if SOCKETS
+                .insert(t.skaddr, entry, u64::from(BPF_NOEXIST))
+                .is_ok()
+            {
                 increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
             }
         }
@@ -207,9 +210,7 @@ fn handshake_time(t: &Transition, result: u32, port_slot: u32, dwell_ns: Option<
         let srtt = read_kernel::<u32>(t.skaddr, global(&SRTT_OFFSET)).unwrap_or(0);
         match handshake_duration_index(port_slot, SIDE_SERVER) {
             // srtt_us holds 8x the RTT in microseconds: 125 ns per unit.
-            Some(index) if srtt > 0 => {
-                observe(&HANDSHAKE_DURATION, index, u64::from(srtt) * 125)
-            }
+            Some(index) if srtt > 0 => observe(&HANDSHAKE_DURATION, index, u64::from(srtt) * 125),
             _ => increment(&COUNTERS, COUNTER_SERVER_HANDSHAKE_UNTIMED),
         }
     }

@@ -15,7 +15,9 @@ use crate::{
     cli::AgentOptions,
     collector::ProbeCollector,
     error::Error,
-    http, privileges,
+    http,
+    ports::PortTable,
+    privileges,
     probe::{KernelOffsets, Probe, ProbeConfig},
     tracefs,
 };
@@ -25,6 +27,7 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     privileges::check()?;
+    let ports = PortTable::new(&options.ports, options.max_ports).map_err(Error::Ports)?;
     let netns = options.netns.as_deref().map(netns_inode).transpose()?;
     // Bind before loading, so a busy port fails fast and leaves nothing behind.
     let listener = bind(options.listen)?;
@@ -39,8 +42,9 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let program_id = probe.program_id();
 
     let registry = Registry::new();
+    let collector = ProbeCollector::new(probe, ports, options.netns.clone())?;
     registry
-        .register(Box::new(ProbeCollector::new(probe)))
+        .register(Box::new(collector))
         .context("registering the collector")?;
 
     let scope = match (&options.netns, netns) {

@@ -102,7 +102,9 @@ fn reads_this_kernels_tcp_fields() {
     let data = std::fs::read(VMLINUX_BTF).expect("/sys/kernel/btf/vmlinux is readable");
     let btf = Btf::parse(&data).expect("vmlinux BTF parses");
     let err = btf.member_offset("sock", &["sk_err"]).expect("sock.sk_err");
-    let srtt = btf.member_offset("tcp_sock", &["srtt_us"]).expect("tcp_sock.srtt_us");
+    let srtt = btf
+        .member_offset("tcp_sock", &["srtt_us"])
+        .expect("tcp_sock.srtt_us");
     assert_eq!(err % 4, 0);
     assert_eq!(srtt % 4, 0);
     eprintln!("sk_err at {err}, srtt_us at {srtt}");

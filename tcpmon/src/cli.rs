@@ -27,6 +27,16 @@ pub struct AgentOptions {
     /// /proc/PID/ns/net). By default every namespace on the host is counted.
     #[arg(long, value_name = "PATH")]
     pub netns: Option<PathBuf>,
+
+    /// Service ports that get their own `port` label value, comma-separated (for example
+    /// 80,443,5432). Listening ports are added automatically, up to --max-ports.
+    #[arg(long, value_name = "PORT,...", value_delimiter = ',')]
+    pub ports: Vec<u16>,
+
+    /// How many listening ports, found at start and at each scrape, get their own `port` label
+    /// value; connections on other ports are counted as port="other".
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_ports: usize,
 }
 
 /// Parses the command line. Usage errors come back as one line (exit status 2); help and
@@ -67,5 +77,15 @@ mod tests {
         let Command::Agent(opts) = cli.command;
         assert_eq!(opts.listen, "0.0.0.0:9977".parse().expect("valid"));
         assert_eq!(opts.netns, None);
+        assert_eq!(opts.ports, Vec::<u16>::new());
+        assert_eq!(opts.max_ports, 32);
+    }
+
+    #[test]
+    fn ports_are_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["tcpmon", "agent", "--ports", "80,443", "--ports", "22"])
+            .expect("parses");
+        let Command::Agent(opts) = cli.command;
+        assert_eq!(opts.ports, vec![80, 443, 22]);
     }
 }

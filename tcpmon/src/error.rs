@@ -46,6 +46,9 @@ pub enum Error {
     #[error("the kernel refused the eBPF program ({0}): check that this kernel supports BPF tracepoint programs")]
     Load(String),
 
+    #[error("{0}: lower --max-ports or give fewer --ports")]
+    Ports(String),
+
     #[error("{what}: {cause}")]
     Io { what: String, cause: io::Error },
 }

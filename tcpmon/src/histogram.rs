@@ -31,14 +31,22 @@ pub fn upper_bound_seconds(i: usize) -> f64 {
 /// The Prometheus form: cumulative buckets with `le` in seconds, `_sum` in seconds, `_count`.
 /// The overflow bucket is not listed; it is the difference between `_count` and the last `le`.
 pub fn to_proto(h: &DwellHistogram) -> proto::Histogram {
+    to_proto_every(h, 1)
+}
+
+/// Like [`to_proto`], listing only every `step`-th bound (2^0, 2^step, ... µs). Cumulative
+/// counts at the bounds kept are still exact: they are sums of whole kernel buckets.
+pub fn to_proto_every(h: &DwellHistogram, step: usize) -> proto::Histogram {
     let mut cumulative = 0;
     let buckets = (0..DWELL_FINITE_BUCKETS)
-        .map(|i| {
+        .filter_map(|i| {
             cumulative += h.buckets[i];
-            let mut bucket = proto::Bucket::default();
-            bucket.set_upper_bound(upper_bound_seconds(i));
-            bucket.set_cumulative_count(cumulative);
-            bucket
+            (i % step == 0).then(|| {
+                let mut bucket = proto::Bucket::default();
+                bucket.set_upper_bound(upper_bound_seconds(i));
+                bucket.set_cumulative_count(cumulative);
+                bucket
+            })
         })
         .collect();
     let mut histogram = proto::Histogram::default();
@@ -76,6 +84,23 @@ mod tests {
         assert!((last.upper_bound() - 4294.967296).abs() < 1e-9);
         assert!(last.upper_bound() >= 3600.0, "reaches at least an hour");
         assert_eq!(last.cumulative_count(), 5);
+    }
+
+    #[test]
+    fn coarser_bounds_stay_exact() {
+        let p = to_proto_every(&sample(), 2);
+        let bounds: Vec<f64> = p.get_bucket().iter().map(|b| b.upper_bound()).collect();
+        assert_eq!(bounds.len(), 17, "4^k µs for k = 0..=16");
+        assert_eq!(bounds[1], 4e-6);
+        assert!((bounds[16] - 4294.967296).abs() < 1e-9);
+        let counts: Vec<u64> = p
+            .get_bucket()
+            .iter()
+            .map(|b| b.cumulative_count())
+            .collect();
+        // 2 at <= 1 µs, 3 more at (512, 1024] µs which first shows at le = 1024 µs (index 5).
+        assert_eq!(&counts[..6], &[2, 2, 2, 2, 2, 5]);
+        assert_eq!(p.get_sample_count(), 6);
     }
 
     #[test]

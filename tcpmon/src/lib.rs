@@ -7,11 +7,15 @@ pub mod btf;
 pub mod cli;
 pub mod collector;
 pub mod error;
+pub mod families;
 pub mod histogram;
 pub mod http;
 pub mod map_batch;
+pub mod netns;
+pub mod ports;
 pub mod privileges;
 pub mod probe;
+pub mod sock_diag;
 pub mod state;
 pub mod tracefs;
 

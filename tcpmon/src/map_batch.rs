@@ -47,7 +47,11 @@ fn for_each(
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { cursor_in.as_mut_ptr() as u64 },
+            in_batch: if first {
+                0
+            } else {
+                cursor_in.as_mut_ptr() as u64
+            },
             out_batch: cursor_out.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
@@ -103,7 +107,13 @@ pub fn per_cpu_array<T: aya::Pod>(map: &MapData, entries: u32) -> io::Result<Vec
         if let Some(slot) = slots.get_mut(index) {
             *slot = (0..cpus)
                 // SAFETY: `value` holds `cpus` values of T at `stride` bytes each; T is Pod.
-                .map(|cpu| unsafe { value.as_ptr().add(cpu * stride).cast::<T>().read_unaligned() })
+                .map(|cpu| unsafe {
+                    value
+                        .as_ptr()
+                        .add(cpu * stride)
+                        .cast::<T>()
+                        .read_unaligned()
+                })
                 .collect();
         }
     })?;

@@ -50,7 +50,9 @@ impl KernelOffsets {
                 .map_err(layout)?,
             net_inum: btf.member_offset("net", &["ns", "inum"]).map_err(layout)?,
             sk_err: btf.member_offset("sock", &["sk_err"]).map_err(layout)?,
-            srtt: btf.member_offset("tcp_sock", &["srtt_us"]).map_err(layout)?,
+            srtt: btf
+                .member_offset("tcp_sock", &["srtt_us"])
+                .map_err(layout)?,
         })
     }
 }

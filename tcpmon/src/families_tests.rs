@@ -1,0 +1,118 @@
+use prometheus::Encoder;
+use tcpmon_common::{
+    DWELL_BUCKETS, HANDSHAKE_CLIENT_REFUSED, HANDSHAKE_DURATION_SLOTS,
+    HANDSHAKE_SERVER_ESTABLISHED, HANDSHAKE_SLOTS, INITIATOR_SIMULTANEOUS, KIND_FIN, SIDE_SERVER,
+    STATE_SLOTS, TEARDOWN_SLOTS, TRANSITION_SLOTS,
+};
+
+use super::*;
+
+fn empty_snapshot() -> Snapshot {
+    Snapshot {
+        transitions: vec![0; TRANSITION_SLOTS as usize],
+        dwell: vec![histogram::empty(); STATE_SLOTS as usize],
+        counters: vec![0; tcpmon_common::COUNTER_SLOTS as usize],
+        handshakes: vec![0; HANDSHAKE_SLOTS as usize],
+        handshake_duration: vec![histogram::empty(); HANDSHAKE_DURATION_SLOTS as usize],
+        teardowns: vec![0; TEARDOWN_SLOTS as usize],
+    }
+}
+
+fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> String {
+    let families = build(&ScrapeInput {
+        snapshot,
+        ports,
+        sockets,
+        tracked: 3,
+        evicted: 1,
+    });
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&families, &mut out)
+        .expect("encodes");
+    String::from_utf8(out).expect("utf8")
+}
+
+#[test]
+fn per_port_series_carry_the_port_label() {
+    let mut s = empty_snapshot();
+    let ports = PortTable::new(&[8080], 0).expect("fits");
+    s.handshakes[handshake_index(1, HANDSHAKE_SERVER_ESTABLISHED).unwrap() as usize] = 5;
+    s.handshakes[handshake_index(0, HANDSHAKE_CLIENT_REFUSED).unwrap() as usize] = 2;
+    s.teardowns[teardown_index(1, INITIATOR_SIMULTANEOUS, KIND_FIN).unwrap() as usize] = 4;
+    let h = &mut s.handshake_duration[handshake_duration_index(1, SIDE_SERVER).unwrap() as usize];
+    h.buckets[3] = 5;
+    h.sum_ns = 5 * 7_000;
+    let text = render(&s, &ports, &SocketCounts::default());
+    assert!(text.contains(
+        "tcpmon_handshakes_total{side=\"server\",result=\"established\",port=\"8080\"} 5\n"
+    ));
+    assert!(text.contains(
+        "tcpmon_handshakes_total{side=\"client\",result=\"refused\",port=\"other\"} 2\n"
+    ));
+    assert!(text.contains(
+        "tcpmon_teardowns_total{initiator=\"simultaneous\",kind=\"fin\",port=\"8080\"} 4\n"
+    ));
+    assert!(text.contains("tcpmon_handshake_duration_seconds_bucket{side=\"server\",port=\"8080\",le=\"0.000004\"} 0\n"));
+    assert!(text.contains("tcpmon_handshake_duration_seconds_bucket{side=\"server\",port=\"8080\",le=\"0.000016\"} 5\n"));
+    assert!(
+        text.contains("tcpmon_handshake_duration_seconds_count{side=\"server\",port=\"8080\"} 5\n")
+    );
+    assert!(text.contains(
+        "tcpmon_handshake_duration_seconds_sum{side=\"server\",port=\"8080\"} 0.000035\n"
+    ));
+    // 17 finite bounds + Inf + sum + count for the one histogram.
+    assert_eq!(
+        text.matches("tcpmon_handshake_duration_seconds_").count(),
+        20
+    );
+    assert_eq!(
+        text.matches("tcpmon_handshakes_total{").count(),
+        2,
+        "zero series left out"
+    );
+}
+
+#[test]
+fn socket_gauges_cover_every_state_and_fold_request_sockets() {
+    let mut sockets = SocketCounts::default();
+    sockets.by_state[TcpState::TimeWait as usize] = 7;
+    sockets.by_state[TcpState::SynRecv as usize] = 1;
+    sockets.by_state[TcpState::NewSynRecv as usize] = 2;
+    let text = render(
+        &empty_snapshot(),
+        &PortTable::new(&[], 0).unwrap(),
+        &sockets,
+    );
+    assert_eq!(text.matches("tcpmon_sockets{").count(), 11);
+    assert!(text.contains("tcpmon_sockets{state=\"TIME_WAIT\"} 7\n"));
+    assert!(text.contains("tcpmon_sockets{state=\"SYN_RECV\"} 3\n"));
+    assert!(text.contains("tcpmon_sockets{state=\"CLOSE_WAIT\"} 0\n"));
+    assert!(!text.contains("NEW_SYN_RECV"));
+}
+
+#[test]
+fn bookkeeping_series_are_always_present() {
+    let mut s = empty_snapshot();
+    s.dwell[1].buckets[0] = 1;
+    let text = render(
+        &s,
+        &PortTable::new(&[], 0).unwrap(),
+        &SocketCounts::default(),
+    );
+    for series in [
+        "tcpmon_tracked_sockets 3\n",
+        "tcpmon_tracked_sockets_evicted_total 1\n",
+        "tcpmon_state_duration_unmeasured_total{reason=\"untracked\"} 0\n",
+        "tcpmon_handshake_duration_unmeasured_total{side=\"server\"} 0\n",
+        "tcpmon_state_duration_seconds_count{state=\"ESTABLISHED\"} 1\n",
+        "tcpmon_build_info{version=\"",
+    ] {
+        assert!(text.contains(series), "missing {series}");
+    }
+    assert_eq!(
+        text.matches("tcpmon_state_duration_seconds_bucket{")
+            .count(),
+        DWELL_BUCKETS
+    );
+}

@@ -3,78 +3,31 @@
 //! test's own scrapes and the host's traffic cannot move a counter.
 mod support;
 
-use std::{
-    net::IpAddr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, process::Command, time::Duration};
 
 use support::{
-    require_root,
-    workload::{self, family, Close, Expected},
-    Agent, NetNs, Scrape, TIMEOUT,
+    assert_exact, require_root,
+    workload::{self, family, Close, Expected, SERVICE_PORT},
+    Agent, NetNs,
 };
 
 const N: u64 = 200;
 const V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const V6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
 
-/// Scrapes until the transitions equal `expected` (the last ACKs may still be in flight when
-/// the workload returns) or the timeout passes; returns the last scrape.
-fn settle(agent: &Agent, expected: &Expected) -> Scrape {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let scrape = agent.scrape();
-        if scrape.transitions() == expected.transitions || Instant::now() > deadline {
-            return scrape;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs `workload` in a fresh namespace under a fresh agent and checks every counter exactly.
-fn assert_exact(workload: impl FnOnce() + Send, expected: &Expected) -> (Agent, NetNs) {
-    require_root();
-    let ns = NetNs::new();
-    let agent = Agent::start(&ns);
-    let before = agent.scrape();
-    assert_eq!(
-        before.transitions(),
-        Default::default(),
-        "nothing counted yet"
-    );
-    ns.run(workload);
-    let after = settle(&agent, expected);
-    assert_eq!(after.transitions(), expected.transitions, "transitions");
-    assert_eq!(
-        after.dwell_counts(),
-        expected.dwell,
-        "dwell histogram counts"
-    );
-    assert_eq!(
-        after.get("tcpmon_tracked_sockets"),
-        0.0,
-        "every socket closed"
-    );
-    assert_eq!(after.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
-    for reason in ["untracked", "stale_entry"] {
-        let series = format!("tcpmon_state_duration_unmeasured_total{{reason=\"{reason}\"}}");
-        assert_eq!(after.get(&series), 0.0, "{series}");
-    }
-    (agent, ns)
-}
+/// Arguments that give the test listeners' port its own label.
+const PORTS: [&str; 2] = ["--ports", "8080"];
+const PORT: &str = "8080";
 
 #[test]
 fn client_closes_first_is_counted_exactly() {
     let mut expected = Expected::default();
     expected
         .listener("inet")
-        .handshakes("inet", N)
-        .teardowns("inet", N);
-    assert_exact(
-        || workload::connections(V4, N, Close::ClientFirst),
-        &expected,
-    );
+        .handshakes("inet", N, PORT)
+        .teardowns("inet", N, PORT);
+    let workload = || workload::connections(V4, SERVICE_PORT, N, Close::ClientFirst);
+    assert_exact(&PORTS, workload, &expected);
 }
 
 #[test]
@@ -82,12 +35,10 @@ fn server_closes_first_is_counted_exactly() {
     let mut expected = Expected::default();
     expected
         .listener("inet")
-        .handshakes("inet", N)
-        .teardowns("inet", N);
-    assert_exact(
-        || workload::connections(V4, N, Close::ServerFirst),
-        &expected,
-    );
+        .handshakes("inet", N, PORT)
+        .teardowns("inet", N, PORT);
+    let workload = || workload::connections(V4, SERVICE_PORT, N, Close::ServerFirst);
+    assert_exact(&PORTS, workload, &expected);
 }
 
 #[test]
@@ -95,37 +46,34 @@ fn linger_zero_resets_are_counted_exactly() {
     let mut expected = Expected::default();
     expected
         .listener("inet")
-        .handshakes("inet", N)
-        .resets("inet", N);
-    assert_exact(
-        || workload::connections(V4, N, Close::ClientReset),
-        &expected,
-    );
+        .handshakes("inet", N, PORT)
+        .resets("inet", N, PORT);
+    let workload = || workload::connections(V4, SERVICE_PORT, N, Close::ClientReset);
+    assert_exact(&PORTS, workload, &expected);
 }
 
 #[test]
 fn refused_connects_are_counted_exactly() {
+    // Port 9 is not listed: its handshakes count under port="other".
     let mut expected = Expected::default();
-    expected.refused("inet", N);
-    assert_exact(|| workload::refused_connects(V4, N), &expected);
+    expected.failed_connects("inet", N, "refused", "other");
+    assert_exact(&PORTS, || workload::refused_connects(V4, N), &expected);
 }
 
 #[test]
 fn ipv6_is_counted_under_its_own_family() {
-    let mut expected = Expected::default();
     let f = family(V6);
+    let mut expected = Expected::default();
     expected
         .listener(f)
-        .handshakes(f, N)
-        .teardowns(f, N)
-        .refused(f, N);
-    assert_exact(
-        || {
-            workload::connections(V6, N, Close::ClientFirst);
-            workload::refused_connects(V6, N);
-        },
-        &expected,
-    );
+        .handshakes(f, N, PORT)
+        .teardowns(f, N, PORT)
+        .failed_connects(f, N, "refused", "other");
+    let workload = || {
+        workload::connections(V6, SERVICE_PORT, N, Close::ClientFirst);
+        workload::refused_connects(V6, N);
+    };
+    assert_exact(&PORTS, workload, &expected);
 }
 
 #[test]
@@ -135,20 +83,18 @@ fn connection_lifetime_lands_in_its_bucket() {
     let mut expected = Expected::default();
     expected
         .listener("inet")
-        .handshakes("inet", 1)
-        .teardowns("inet", 1);
-    let (agent, _ns) = assert_exact(
-        || {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-            let client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
-                .expect("connect");
-            let (server, _) = listener.accept().expect("accept");
-            std::thread::sleep(hold);
-            drop(client);
-            drop(server);
-        },
-        &expected,
-    );
+        .handshakes("inet", 1, "other")
+        .teardowns("inet", 1, "other");
+    let workload = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        std::thread::sleep(hold);
+        drop(client);
+        drop(server);
+    };
+    let (agent, _ns) = assert_exact(&[], workload, &expected);
     let scrape = agent.scrape();
     let bucket = |le: &str| {
         scrape.get(&format!(
@@ -169,12 +115,10 @@ fn idle_scrapes_change_nothing_and_stop_detaches_everything() {
     let mut expected = Expected::default();
     expected
         .listener("inet")
-        .handshakes("inet", N)
-        .teardowns("inet", N);
-    let (mut agent, _ns) = assert_exact(
-        || workload::connections(V4, N, Close::ServerFirst),
-        &expected,
-    );
+        .handshakes("inet", N, PORT)
+        .teardowns("inet", N, PORT);
+    let workload = || workload::connections(V4, SERVICE_PORT, N, Close::ServerFirst);
+    let (mut agent, _ns) = assert_exact(&PORTS, workload, &expected);
     let first = agent.scrape();
     let second = agent.scrape();
     assert_eq!(first, second, "two scrapes with no traffic are identical");
@@ -236,12 +180,14 @@ fn promtool_accepts_a_real_scrape() {
     let mut expected = Expected::default();
     expected
         .listener("inet")
-        .handshakes("inet", 10)
-        .resets("inet", 10);
-    let (agent, _ns) = assert_exact(
-        || workload::connections(V4, 10, Close::ClientReset),
-        &expected,
-    );
+        .handshakes("inet", 10, PORT)
+        .resets("inet", 10, PORT)
+        .failed_connects("inet", 10, "refused", "other");
+    let workload = || {
+        workload::connections(V4, SERVICE_PORT, 10, Close::ClientReset);
+        workload::refused_connects(V4, 10);
+    };
+    let (agent, _ns) = assert_exact(&PORTS, workload, &expected);
     let text = agent.scrape().text;
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -52,6 +52,21 @@ impl NetNs {
         format!("/run/netns/{}", self.name)
     }
 
+    /// Sets a per-namespace sysctl; it goes away with the namespace.
+    pub fn sysctl(&self, name: &str, value: &str) {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-qw",
+                &format!("{name}={value}"),
+            ],
+        );
+    }
+
     /// Runs `f` on a thread that has entered this namespace; sockets it opens live there.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(self.path()).expect("open netns");
@@ -111,6 +126,11 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent counting only `netns`, and waits until it serves.
     pub fn start(netns: &NetNs) -> Agent {
+        Agent::start_with(netns, &[])
+    }
+
+    /// As [`Agent::start`], with more arguments for `tcpmon agent`.
+    pub fn start_with(netns: &NetNs, args: &[&str]) -> Agent {
         let addr = free_addr();
         let mut child = Command::new(TCPMON)
             .args([
@@ -120,6 +140,7 @@ impl Agent {
                 "--netns",
                 &netns.path(),
             ])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -229,43 +250,116 @@ impl Scrape {
         self.series.get(series).copied().unwrap_or(0.0)
     }
 
-    /// Every non-zero `tcpmon_state_transitions_total` series as (family, old, new) -> count.
-    pub fn transitions(&self) -> BTreeMap<(String, String, String), u64> {
+    /// Every non-zero series of `metric`, keyed by the values of `labels` (in that order).
+    pub fn by_labels(&self, metric: &str, labels: &[&str]) -> BTreeMap<Vec<String>, u64> {
         self.series
             .iter()
             .filter_map(|(k, v)| {
-                let labels = k.strip_prefix("tcpmon_state_transitions_total{")?;
-                let label = |name: &str| {
-                    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-                    let end = labels[start..].find('"')? + start;
-                    Some(labels[start..end].to_string())
+                let inner = k
+                    .strip_prefix(metric)?
+                    .strip_prefix('{')?
+                    .strip_suffix('}')?;
+                let value_of = |name: &str| {
+                    let start = inner.find(&format!("{name}=\""))? + name.len() + 2;
+                    let end = inner[start..].find('"')? + start;
+                    Some(inner[start..end].to_string())
                 };
-                Some((
-                    (label("family")?, label("old_state")?, label("new_state")?),
-                    *v as u64,
-                ))
+                let key: Option<Vec<String>> = labels.iter().map(|l| value_of(l)).collect();
+                Some((key?, *v as u64))
             })
             .filter(|(_, v)| *v > 0)
             .collect()
     }
 
-    /// `_count` of the dwell histogram of `state`.
-    pub fn dwell_count(&self, state: &str) -> u64 {
-        self.get(&format!(
-            "tcpmon_state_duration_seconds_count{{state=\"{state}\"}}"
-        )) as u64
+    /// The series a workload's [`workload::Expected`] describes, read from this scrape.
+    pub fn observed(&self) -> workload::Expected {
+        workload::Expected {
+            transitions: self.by_labels(
+                "tcpmon_state_transitions_total",
+                &["family", "old_state", "new_state"],
+            ),
+            dwell: self.by_labels("tcpmon_state_duration_seconds_count", &["state"]),
+            handshakes: self.by_labels("tcpmon_handshakes_total", &["side", "result", "port"]),
+            handshake_times: self
+                .by_labels("tcpmon_handshake_duration_seconds_count", &["side", "port"]),
+            teardowns: self.by_labels("tcpmon_teardowns_total", &["initiator", "kind", "port"]),
+        }
     }
 
-    /// Every state with a non-zero dwell count.
-    pub fn dwell_counts(&self) -> BTreeMap<String, u64> {
+    /// `tcpmon_sockets{state}` for every state.
+    pub fn sockets(&self) -> BTreeMap<String, u64> {
         self.series
             .iter()
             .filter_map(|(k, v)| {
                 let state = k
-                    .strip_prefix("tcpmon_state_duration_seconds_count{state=\"")?
+                    .strip_prefix("tcpmon_sockets{state=\"")?
                     .strip_suffix("\"}")?;
                 Some((state.to_string(), *v as u64))
             })
             .collect()
+    }
+}
+
+/// Scrapes until the scrape shows `expected` (the last ACKs may still be in flight when a
+/// workload returns) or the timeout passes; returns the last scrape.
+pub fn settle(agent: &Agent, expected: &workload::Expected) -> Scrape {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let scrape = agent.scrape();
+        if scrape.observed() == *expected || Instant::now() > deadline {
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `workload` in a fresh namespace under a fresh agent (started with `args`) and checks
+/// every transition, dwell count, handshake, handshake time and teardown series exactly, and
+/// that the per-socket map is empty again. Returns the agent and namespace for more checks.
+pub fn assert_exact(
+    args: &[&str],
+    workload: impl FnOnce() + Send,
+    expected: &workload::Expected,
+) -> (Agent, NetNs) {
+    require_root();
+    let ns = NetNs::new();
+    let agent = Agent::start_with(&ns, args);
+    assert_exact_in(&agent, &ns, workload, expected);
+    (agent, ns)
+}
+
+/// [`assert_exact`] with an agent and namespace the caller set up.
+pub fn assert_exact_in(
+    agent: &Agent,
+    ns: &NetNs,
+    workload: impl FnOnce() + Send,
+    expected: &workload::Expected,
+) {
+    let before = agent.scrape().observed();
+    assert_eq!(before, workload::Expected::default(), "nothing counted yet");
+    ns.run(workload);
+    let after = settle(agent, expected);
+    let observed = after.observed();
+    assert_eq!(observed.transitions, expected.transitions, "transitions");
+    assert_eq!(observed.dwell, expected.dwell, "dwell histogram counts");
+    assert_eq!(observed.handshakes, expected.handshakes, "handshakes");
+    assert_eq!(
+        observed.handshake_times, expected.handshake_times,
+        "handshake times"
+    );
+    assert_eq!(observed.teardowns, expected.teardowns, "teardowns");
+    assert_eq!(
+        after.get("tcpmon_tracked_sockets"),
+        0.0,
+        "every socket closed"
+    );
+    assert_eq!(after.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
+    for series in [
+        "tcpmon_state_duration_unmeasured_total{reason=\"untracked\"}",
+        "tcpmon_state_duration_unmeasured_total{reason=\"stale_entry\"}",
+        "tcpmon_handshake_duration_unmeasured_total{side=\"client\"}",
+        "tcpmon_handshake_duration_unmeasured_total{side=\"server\"}",
+    ] {
+        assert_eq!(after.get(series), 0.0, "{series}");
     }
 }

@@ -83,7 +83,7 @@ impl PortTable {
 
     /// Slots in use, "other" included.
     pub fn slots(&self) -> impl Iterator<Item = u32> {
-        (PORT_OTHER..self.labels.len() as u32).into_iter()
+        PORT_OTHER..self.labels.len() as u32
     }
 }
 

@@ -363,3 +363,47 @@ pub fn assert_exact_in(
         assert_eq!(after.get(series), 0.0, "{series}");
     }
 }
+
+/// Sockets per state in `ns` as `ss -tan` reports them, named as tcpmon names states, with
+/// every state present.
+pub fn ss_counts(ns: &NetNs) -> BTreeMap<String, u64> {
+    let names = [
+        ("ESTAB", "ESTABLISHED"),
+        ("SYN-SENT", "SYN_SENT"),
+        ("SYN-RECV", "SYN_RECV"),
+        ("FIN-WAIT-1", "FIN_WAIT1"),
+        ("FIN-WAIT-2", "FIN_WAIT2"),
+        ("TIME-WAIT", "TIME_WAIT"),
+        ("UNCONN", "CLOSE"),
+        ("CLOSE-WAIT", "CLOSE_WAIT"),
+        ("LAST-ACK", "LAST_ACK"),
+        ("LISTEN", "LISTEN"),
+        ("CLOSING", "CLOSING"),
+    ];
+    let mut counts: BTreeMap<String, u64> = names
+        .iter()
+        .map(|(_, ours)| (ours.to_string(), 0))
+        .collect();
+    let out = run("ip", &["netns", "exec", &ns.name, "ss", "-tanH"]);
+    for line in out.lines() {
+        let state = line.split_whitespace().next().unwrap_or_default();
+        let (_, ours) = names
+            .iter()
+            .find(|(ss, _)| *ss == state)
+            .unwrap_or_else(|| panic!("unknown ss state {state}"));
+        *counts.get_mut(*ours).expect("listed") += 1;
+    }
+    counts
+}
+
+/// Scrapes until `done(scrape)` holds or the timeout passes; returns the last scrape.
+pub fn scrape_until(agent: &Agent, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let scrape = agent.scrape();
+        if done(&scrape) || Instant::now() > deadline {
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

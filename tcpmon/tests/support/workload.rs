@@ -128,24 +128,28 @@ pub const SERVICE_PORT: u16 = 8080;
 /// the listener.
 pub fn connections(ip: IpAddr, port: u16, n: u64, close: Close) {
     let listener = TcpListener::bind(SocketAddr::new(ip, port)).expect("listen");
-    let addr = listener.local_addr().expect("listener address");
     for _ in 0..n {
-        let client = TcpStream::connect(addr).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        match close {
-            Close::ClientFirst => {
-                drop(client);
-                read_until_closed(server);
-            }
-            Close::ServerFirst => {
-                drop(server);
-                read_until_closed(client);
-            }
-            Close::ClientReset => {
-                set_linger_zero(&client);
-                drop(client);
-                read_until_closed(server);
-            }
+        connection_to(&listener, close);
+    }
+}
+
+/// One connection to `listener`, ended as `close` says.
+pub fn connection_to(listener: &TcpListener, close: Close) {
+    let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    match close {
+        Close::ClientFirst => {
+            drop(client);
+            read_until_closed(server);
+        }
+        Close::ServerFirst => {
+            drop(server);
+            read_until_closed(client);
+        }
+        Close::ClientReset => {
+            set_linger_zero(&client);
+            drop(client);
+            read_until_closed(server);
         }
     }
 }

@@ -1,0 +1,51 @@
+//! Handshakes that do not complete: SYNs nobody answers (timeout) and connects the application
+//! gives up on (aborted). Refused connects are in agent_metrics.rs.
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use support::{
+    assert_exact_in, require_root,
+    workload::{self, Expected, FullListener, SERVICE_PORT},
+    Agent, NetNs,
+};
+
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[test]
+fn unanswered_syns_time_out_and_closed_connects_abort() {
+    require_root();
+    const TIMEOUTS: u64 = 8;
+    const ABORTS: u64 = 25;
+    let ns = NetNs::new();
+    // One SYN retransmission: a connect times out after 1 + 2 seconds.
+    ns.sysctl("net.ipv4.tcp_syn_retries", "1");
+    let agent = Agent::start_with(&ns, &["--ports", "8080"]);
+    let mut expected = Expected::default();
+    expected
+        // The listener and the one connection that fills its accept queue; closing the
+        // listener resets that unaccepted connection (local on the server, remote on the client).
+        .listener("inet")
+        .handshakes("inet", 1, "8080")
+        .resets("inet", 1, "8080")
+        .failed_connects("inet", TIMEOUTS, "timeout", "8080")
+        .failed_connects("inet", ABORTS, "aborted", "8080");
+    let addr = SocketAddr::new(V4, SERVICE_PORT);
+    let workload = || {
+        let full = FullListener::open(V4, SERVICE_PORT);
+        workload::timed_out_connects(addr, TIMEOUTS);
+        workload::aborted_connects(addr, ABORTS);
+        full.close();
+    };
+    assert_exact_in(&agent, &ns, workload, &expected);
+    let scrape = agent.scrape();
+    // Each timed-out connect spent 3 s in SYN_SENT: all of them in (2.097152, 4.194304] s.
+    let syn_sent = |le: &str| {
+        scrape.get(&format!(
+            "tcpmon_state_duration_seconds_bucket{{state=\"SYN_SENT\",le=\"{le}\"}}"
+        ))
+    };
+    let quick = (1 + ABORTS) as f64; // the filler's handshake and the aborted connects
+    assert_eq!(syn_sent("2.097152"), quick);
+    assert_eq!(syn_sent("4.194304"), quick + TIMEOUTS as f64);
+}

@@ -1,0 +1,72 @@
+//! `tcpmon_sockets{state}` against `ss`, and a CLOSE_WAIT leak made on purpose: K sockets whose
+//! peer closed and whose application holds them open.
+mod support;
+
+use std::{
+    net::{TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use support::{require_root, scrape_until, ss_counts, Agent, NetNs};
+
+const K: u64 = 20;
+const HOLD: Duration = Duration::from_millis(1200);
+
+#[test]
+fn close_wait_sockets_are_counted_while_held_and_timed_after() {
+    require_root();
+    let ns = NetNs::new();
+    let agent = Agent::start_with(&ns, &["--ports", "8080"]);
+
+    // Clients connect and close; the server keeps its K accepted sockets open: CLOSE_WAIT.
+    let (listener, held) = ns.run(|| {
+        let listener = TcpListener::bind("127.0.0.1:8080").expect("listen");
+        let clients: Vec<TcpStream> = (0..K)
+            .map(|_| TcpStream::connect("127.0.0.1:8080").expect("connect"))
+            .collect();
+        let held: Vec<TcpStream> = (0..K)
+            .map(|_| listener.accept().expect("accept").0)
+            .collect();
+        drop(clients);
+        (listener, held)
+    });
+    let closed_at = Instant::now();
+
+    // The clients' FINs are ACKed with a delayed ACK: wait until they all reached FIN_WAIT2
+    // (orphaned, they already are time-wait mini-sockets in that substate), so that the agent
+    // and ss look at the same settled state.
+    let scrape = scrape_until(&agent, |s| {
+        s.sockets()["CLOSE_WAIT"] == K && s.sockets()["FIN_WAIT2"] == K
+    });
+    let sockets = scrape.sockets();
+    assert_eq!(sockets["CLOSE_WAIT"], K, "held sockets");
+    assert_eq!(sockets["FIN_WAIT2"], K, "closed clients");
+    assert_eq!(sockets["LISTEN"], 1);
+    assert_eq!(sockets, ss_counts(&ns), "agrees with ss -tan");
+
+    std::thread::sleep(HOLD.saturating_sub(closed_at.elapsed()));
+    drop(held);
+    drop(listener);
+
+    // The clients' sockets now wait in TIME_WAIT; the server's are gone.
+    let scrape = scrape_until(&agent, |s| {
+        s.sockets()["TIME_WAIT"] == K && s.sockets()["LAST_ACK"] == 0
+    });
+    let sockets = scrape.sockets();
+    assert_eq!(sockets["TIME_WAIT"], K);
+    assert_eq!(sockets["CLOSE_WAIT"], 0);
+    assert_eq!(sockets, ss_counts(&ns), "agrees with ss -tan");
+
+    // Every CLOSE_WAIT lasted the hold (1.2 s): all K in (1.048576, 2.097152] s.
+    let close_wait = |le: &str| {
+        scrape.get(&format!(
+            "tcpmon_state_duration_seconds_bucket{{state=\"CLOSE_WAIT\",le=\"{le}\"}}"
+        ))
+    };
+    assert_eq!(close_wait("1.048576"), 0.0);
+    assert_eq!(close_wait("2.097152"), K as f64);
+    assert_eq!(
+        scrape.get("tcpmon_state_duration_seconds_count{state=\"CLOSE_WAIT\"}"),
+        K as f64
+    );
+}

@@ -1,4 +1,5 @@
 use super::*;
+use tcpmon_common::RECORD_BYTES;
 
 /// The format file of this machine's kernel (6.18).
 const CURRENT: &str = "name: inet_sock_set_state
@@ -127,7 +128,7 @@ fn rejects_fields_the_program_cannot_read() {
     let far = CURRENT.replace("int newstate;\toffset:20;", "int newstate;\toffset:128;");
     assert_eq!(
         parse_layout(&far),
-        Err("field `newstate` ends past byte 128".to_string())
+        Err(format!("field `newstate` ends past byte {RECORD_BYTES}"))
     );
     let misaligned = CURRENT.replace("__u16 family;\toffset:28;", "__u16 family;\toffset:29;");
     assert_eq!(

@@ -25,7 +25,7 @@ pub struct TracepointLayout {
     pub protocol_size: u32,
 }
 
-/// Mounts tracefs at [`TRACEFS_PATH`] unless it (or debugfs's tracing dir) is already there.
+/// Mounts tracefs at [`TRACEFS_PATH`] unless it is already mounted there.
 pub fn ensure_mounted() -> Result<(), Error> {
     if Path::new(TRACEFS_PATH).join("events").is_dir() {
         return Ok(());
@@ -42,13 +42,19 @@ pub fn ensure_mounted() -> Result<(), Error> {
             std::ptr::null(),
         )
     };
-    if rc != 0 {
-        return Err(Error::TracefsMount {
-            path: TRACEFS_PATH,
-            cause: io::Error::last_os_error(),
-        });
+    if rc == 0 {
+        return Ok(());
     }
-    Ok(())
+    let cause = io::Error::last_os_error();
+    // Another process (another agent) may have mounted it meanwhile: the kernel then answers
+    // EBUSY, and tracefs is there all the same.
+    if Path::new(TRACEFS_PATH).join("events").is_dir() {
+        return Ok(());
+    }
+    Err(Error::TracefsMount {
+        path: TRACEFS_PATH,
+        cause,
+    })
 }
 
 /// Reads and parses the format file of `sock:inet_sock_set_state`.

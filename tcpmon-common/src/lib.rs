@@ -21,6 +21,12 @@ pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
 pub const MAP_HANDSHAKE_DURATION: &str = "HANDSHAKE_DURATION";
 /// Map: per-CPU `u64` per (port slot, initiator, kind); see [`teardown_index`].
 pub const MAP_TEARDOWNS: &str = "TEARDOWNS";
+/// Map: ring buffer of [`TailEvent`]s, written only while [`MAP_TAIL_SWITCH`] is on.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Map: one-slot array; non-zero while a `tcpmon tail` client is connected.
+pub const MAP_TAIL_SWITCH: &str = "TAIL_SWITCH";
+/// Size of [`MAP_EVENTS`] in bytes (a power of two): about 43,000 events.
+pub const EVENTS_RING_BYTES: u32 = 4 << 20;
 
 /// Name of the tracepoint program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "inet_sock_set_state";
@@ -68,6 +74,11 @@ pub use dwell::*;
 pub struct SocketEntry {
     /// `bpf_ktime_get_ns()` when the socket entered `state`.
     pub entered_ns: u64,
+    /// The process that last acted on the socket in process context (connect, listen, close,
+    /// shutdown), recorded while the tail is on; 0 if none was seen.
+    pub pid: u32,
+    /// That process's command name, NUL-padded.
+    pub comm: [u8; 16],
     /// The state the socket entered then; a mismatch with the next `oldstate` means the entry is
     /// stale (the socket address was reused after a CLOSE the program never saw).
     pub state: i32,
@@ -76,7 +87,39 @@ pub struct SocketEntry {
     /// `SIDE_CLIENT` or `SIDE_SERVER`.
     pub side: u16,
 }
-const _: () = assert!(core::mem::size_of::<SocketEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<SocketEntry>() == 40);
+
+/// One transition for `tcpmon tail`, as the program writes it to [`MAP_EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TailEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the transition.
+    pub ts_ns: u64,
+    /// The socket's kernel address: identifies a connection until it reaches CLOSE.
+    pub skaddr: u64,
+    /// Time spent in `oldstate`, or [`DWELL_UNKNOWN`].
+    pub dwell_ns: u64,
+    /// Local and remote addresses: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Command name of `pid`, NUL-padded.
+    pub comm: [u8; 16],
+    /// See [`SocketEntry::pid`]; 0 if unknown.
+    pub pid: u32,
+    pub oldstate: i32,
+    pub newstate: i32,
+    /// `sk_err` when the socket reached CLOSE, else 0.
+    pub sk_err: i32,
+    /// Local and remote ports, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
+
+/// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
+pub const DWELL_UNKNOWN: u64 = u64::MAX;
 
 /// Capacity of [`MAP_SOCKETS`]: live TCP sockets tracked at once (TIME_WAIT is not tracked).
 pub const MAX_TRACKED_SOCKETS: u32 = 65_536;
@@ -97,7 +140,11 @@ pub const COUNTER_CLIENT_HANDSHAKE_UNTIMED: u32 = 4;
 /// Server handshakes whose child socket had no SYN-ACK RTT (the SYN-ACK was retransmitted, or
 /// a SYN cookie was used), so no time is recorded.
 pub const COUNTER_SERVER_HANDSHAKE_UNTIMED: u32 = 5;
-pub const COUNTER_SLOTS: u32 = 6;
+/// Tail events written to the ring buffer.
+pub const COUNTER_EVENTS: u32 = 6;
+/// Tail events lost because the ring buffer was full.
+pub const COUNTER_EVENTS_DROPPED: u32 = 7;
+pub const COUNTER_SLOTS: u32 = 8;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -105,6 +152,8 @@ mod pod {
     unsafe impl aya::Pod for super::DwellHistogram {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SocketEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TailEvent {}
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 mod maps;
 mod record;
+mod tail;
 
 use aya_ebpf::programs::TracePointContext;
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::tracepoint};
@@ -63,14 +64,31 @@ static SK_ERR_OFFSET: u32 = 0;
 /// Offset of `struct tcp_sock.srtt_us` (smoothed RTT in 1/8 µs).
 #[no_mangle]
 static SRTT_OFFSET: u32 = 0;
+/// Offsets of the address fields, read only for tail events.
+#[no_mangle]
+static TP_SADDR: u32 = 32;
+#[no_mangle]
+static TP_DADDR: u32 = 36;
+#[no_mangle]
+static TP_SADDR_V6: u32 = 40;
+#[no_mangle]
+static TP_DADDR_V6: u32 = 56;
 
 /// One transition, as read from the record.
-struct Transition {
+pub struct Transition {
     skaddr: u64,
     old: i32,
     new: i32,
     sport: u16,
     dport: u16,
+    family: u16,
+}
+
+/// What the accounting learnt that a tail event reports too.
+pub struct Tracked {
+    dwell_ns: Option<u64>,
+    sk_err: i32,
+    owner: tail::Owner,
 }
 
 #[tracepoint]
@@ -95,7 +113,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     if netns != 0 && socket_netns(skaddr)? != netns {
         return Ok(());
     }
-    let family_slot = match record.field::<u16>(global(&TP_FAMILY))? {
+    let family: u16 = record.field(global(&TP_FAMILY))?;
+    let family_slot = match family {
         AF_INET => 0,
         AF_INET6 => 1,
         _ => return Ok(()),
@@ -106,25 +125,41 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         new: record.field(global(&TP_NEWSTATE))?,
         sport: record.field(global(&TP_SPORT))?,
         dport: record.field(global(&TP_DPORT))?,
+        family,
     };
     if let Some(index) = transition_index(family_slot, t.old as u32, t.new as u32) {
         increment(&TRANSITIONS, index);
     }
+    let tail = tail::is_on();
     // A same-state event (shutdown then close) is a transition but ends nothing and never
     // restarts a timer.
-    if t.old != t.new {
-        track(&t);
+    let tracked = if t.old != t.new {
+        track(&t, tail)
+    } else {
+        Tracked {
+            dwell_ns: None,
+            sk_err: 0,
+            owner: if tail {
+                tail::owner_of(&t)
+            } else {
+                tail::Owner::none()
+            },
+        }
+    };
+    if tail {
+        tail::emit(ctx, &t, &tracked);
     }
     Ok(())
 }
 
 /// Dwell time, handshake and teardown accounting, and the socket's entry.
 #[inline(always)]
-fn track(t: &Transition) {
+fn track(t: &Transition, tail: bool) -> Tracked {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let entry = SOCKETS.get_ptr_mut(t.skaddr);
     let mut dwell_ns = None;
+    let mut owner = tail::Owner::none();
     let (port_slot, side) = match entry {
         Some(entry) => {
             // SAFETY: the map returned a valid pointer to this socket's value.
@@ -135,6 +170,9 @@ fn track(t: &Transition) {
                 dwell_ns = Some(ns);
             } else {
                 increment(&COUNTERS, COUNTER_STALE_ENTRIES);
+            }
+            if tail {
+                owner = tail::Owner::of_entry(entry);
             }
             (u32::from(entry.port_slot), u32::from(entry.side))
         }
@@ -167,6 +205,9 @@ fn track(t: &Transition) {
         Outcome::Nothing => {}
     }
 
+    if tail && tail::in_process_context(t) {
+        owner = tail::Owner::current();
+    }
     match entry {
         Some(_) if t.new == TCP_CLOSE => {
             if SOCKETS.remove(t.skaddr).is_ok() {
@@ -178,10 +219,15 @@ fn track(t: &Transition) {
             let entry = unsafe { &mut *entry };
             entry.entered_ns = now;
             entry.state = t.new;
+            if tail {
+                owner.store(entry);
+            }
         }
         None if t.new != TCP_CLOSE => {
             let entry = SocketEntry {
                 entered_ns: now,
+                pid: owner.pid,
+                comm: owner.comm,
                 state: t.new,
                 port_slot: port_slot as u16,
                 side: side as u16,
@@ -194,6 +240,11 @@ fn track(t: &Transition) {
             }
         }
         None => {}
+    }
+    Tracked {
+        dwell_ns,
+        sk_err,
+        owner,
     }
 }
 

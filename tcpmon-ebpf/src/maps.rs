@@ -1,12 +1,12 @@
 //! The program's maps and the per-CPU updates it makes to them.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcpmon_common::{
-    dwell_bucket, DwellHistogram, SocketEntry, COUNTER_SLOTS, HANDSHAKE_DURATION_SLOTS,
-    HANDSHAKE_SLOTS, MAX_TRACKED_SOCKETS, PORT_SLOTS, STATE_SLOTS, TEARDOWN_SLOTS,
-    TRANSITION_SLOTS,
+    dwell_bucket, DwellHistogram, SocketEntry, COUNTER_SLOTS, EVENTS_RING_BYTES,
+    HANDSHAKE_DURATION_SLOTS, HANDSHAKE_SLOTS, MAX_TRACKED_SOCKETS, PORT_SLOTS, STATE_SLOTS,
+    TEARDOWN_SLOTS, TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -42,6 +42,14 @@ pub static HANDSHAKE_DURATION: PerCpuArray<DwellHistogram> =
 /// Teardowns per (port slot, initiator, kind).
 #[map]
 pub static TEARDOWNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TEARDOWN_SLOTS, 0);
+
+/// Tail events for `tcpmon tail`, written only while TAIL_SWITCH is on.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Slot 0 is non-zero while a tail client is connected; written by the agent.
+#[map]
+pub static TAIL_SWITCH: Array<u32> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn increment(map: &PerCpuArray<u64>, index: u32) {

@@ -5,6 +5,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::Path,
+    sync::Arc,
 };
 
 use anyhow::Context as _;
@@ -19,6 +20,7 @@ use crate::{
     ports::PortTable,
     privileges,
     probe::{KernelOffsets, Probe, ProbeConfig},
+    tail::{self, hub::Hub},
     tracefs,
 };
 
@@ -31,47 +33,58 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let netns = options.netns.as_deref().map(netns_inode).transpose()?;
     // Bind before loading, so a busy port fails fast and leaves nothing behind.
     let listener = bind(options.listen)?;
-    tracefs::ensure_mounted()?;
-    let layout = tracefs::read_layout()?;
-    let offsets = KernelOffsets::from_vmlinux()?;
-    let probe = Probe::load(&ProbeConfig {
-        layout,
-        offsets,
-        netns,
-    })?;
+    let tail_listener = tail::server::bind(&options.tail_socket)?;
+    let _socket_file = tail::server::SocketFile(options.tail_socket.clone());
+    let mut probe = Probe::load(&probe_config(netns)?)?;
     let program_id = probe.program_id();
-
-    let registry = Registry::new();
-    let collector = ProbeCollector::new(probe, ports, options.netns.clone())?;
-    registry
-        .register(Box::new(collector))
-        .context("registering the collector")?;
-
-    let scope = match (&options.netns, netns) {
-        (Some(path), Some(inode)) => {
-            format!("network namespace {} (inode {inode})", path.display())
-        }
-        _ => "all network namespaces".to_string(),
-    };
-    eprintln!(
-        "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving http://{}/metrics",
-        options.listen
-    );
+    let (ring, switch) = probe.take_tail_maps()?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
-        let listener =
-            tokio::net::TcpListener::from_std(listener).context("registering the listener")?;
-        http::serve(listener, registry, shutdown)
+        let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
+        let collector =
+            ProbeCollector::new(probe, ports, options.netns.clone(), Arc::clone(&hub))?;
+        let registry = Registry::new();
+        registry
+            .register(Box::new(collector))
+            .context("registering the collector")?;
+        let scope = match (&options.netns, netns) {
+            (Some(path), Some(inode)) => {
+                format!("network namespace {} (inode {inode})", path.display())
+            }
+            _ => "all network namespaces".to_string(),
+        };
+        eprintln!(
+            "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving http://{}/metrics and tail socket {}",
+            options.listen,
+            options.tail_socket.display()
+        );
+        let tail_listener = tokio::net::UnixListener::from_std(tail_listener)
+            .context("registering the tail socket")?;
+        let tail = tokio::spawn(tail::server::serve(tail_listener, hub));
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("registering the listener")?;
+        let served = http::serve(listener, registry, shutdown_signal()?)
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        tail.abort();
+        served
     })?;
     eprintln!("tcpmon: stopped; program {program_id} detached");
     Ok(())
+}
+
+/// Mounts tracefs if needed and reads this kernel's tracepoint layout and struct offsets.
+pub fn probe_config(netns: Option<u32>) -> Result<ProbeConfig, Error> {
+    tracefs::ensure_mounted()?;
+    Ok(ProbeConfig {
+        layout: tracefs::read_layout()?,
+        offsets: KernelOffsets::from_vmlinux()?,
+        netns,
+    })
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -86,7 +99,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 }
 
 /// The inode that identifies the network namespace at `path`, checked to be one.
-fn netns_inode(path: &Path) -> Result<u32, Error> {
+pub fn netns_inode(path: &Path) -> Result<u32, Error> {
     let error = |cause| Error::Netns {
         path: path.display().to_string(),
         cause,
@@ -102,7 +115,7 @@ fn netns_inode(path: &Path) -> Result<u32, Error> {
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     Ok(async move {

@@ -1,7 +1,15 @@
 //! Command-line interface. Doc comments are the help text; `tests/cli.rs` snapshots it.
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{error::ErrorKind, Args, Parser, Subcommand};
+use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    state::TcpState,
+    tail::{
+        filter::{parse_state, Cidr, Family},
+        server::DEFAULT_SOCKET,
+    },
+};
 
 /// TCP handshake and teardown metrics from the kernel, for Prometheus.
 #[derive(Debug, Parser)]
@@ -15,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Load the eBPF probe on sock:inet_sock_set_state and serve /metrics and /healthz.
     Agent(AgentOptions),
+    /// Watch TCP state changes as they happen, from the running agent (or --standalone).
+    Tail(TailOptions),
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +47,67 @@ pub struct AgentOptions {
     /// value; connections on other ports are counted as port="other".
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_ports: usize,
+
+    /// Unix socket (mode 0600) where `tcpmon tail` connects.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub tail_socket: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// One line per transition, like bcc's tcpstates.
+    Table,
+    /// One JSON object per line (NDJSON); field names are stable.
+    Json,
+    /// One line per connection when it closes: its handshake and teardown steps with the time
+    /// between them.
+    Timeline,
+}
+
+#[derive(Debug, Args)]
+pub struct TailOptions {
+    /// Only transitions with this local or remote port (repeat or comma-separate).
+    #[arg(long, value_name = "PORT", value_delimiter = ',')]
+    pub port: Vec<u16>,
+
+    /// Only transitions with a local or remote address in this network (for example
+    /// 10.0.0.0/8 or ::1; repeat or comma-separate).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = clap::value_parser!(Cidr))]
+    pub addr: Vec<Cidr>,
+
+    /// Only transitions from or to this state (ESTABLISHED, CLOSE_WAIT, ...; repeat or
+    /// comma-separate).
+    #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_state)]
+    pub state: Vec<TcpState>,
+
+    /// Only this address family: inet or inet6.
+    #[arg(long, value_name = "FAMILY", value_delimiter = ',', value_parser = clap::value_parser!(Family))]
+    pub family: Vec<Family>,
+
+    /// Only sockets of this process (known once it connects, listens, closes or shuts down a
+    /// socket while the tail runs).
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub pid: Vec<u32>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Exit after this many events (table, json) or connections (timeline).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Load a probe of its own instead of connecting to the agent (needs root).
+    #[arg(long)]
+    pub standalone: bool,
+
+    /// With --standalone: watch only this network namespace.
+    #[arg(long, value_name = "PATH", requires = "standalone")]
+    pub netns: Option<PathBuf>,
+
+    /// The agent's tail socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// Parses the command line. Usage errors come back as one line (exit status 2); help and
@@ -61,6 +132,53 @@ fn one_line(rendered: &str) -> String {
 mod tests {
     use super::*;
 
+    fn tail_error(args: &[&str]) -> String {
+        let mut argv = vec!["tcpmon", "tail"];
+        argv.extend(args);
+        one_line(&Cli::try_parse_from(argv).expect_err("rejected").to_string())
+    }
+
+    #[test]
+    fn tail_filters_fail_in_one_line() {
+        assert_eq!(
+            tail_error(&["--state", "ESTAB"]),
+            "tcpmon: error: invalid value 'ESTAB' for '--state <STATE>': unknown state 'ESTAB': use one of ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING, NEW_SYN_RECV (see `tcpmon --help`)\n"
+        );
+        assert_eq!(
+            tail_error(&["--addr", "10.0.0/8"]),
+            "tcpmon: error: invalid value '10.0.0/8' for '--addr <CIDR>': invalid address or CIDR '10.0.0/8': use for example 10.0.0.0/8 or ::1 (see `tcpmon --help`)\n"
+        );
+    }
+
+    #[test]
+    fn tail_filters_parse() {
+        let cli = Cli::try_parse_from([
+            "tcpmon",
+            "tail",
+            "--port",
+            "80,443",
+            "--addr",
+            "10.0.0.0/8",
+            "--state",
+            "close_wait",
+            "--family",
+            "inet6",
+            "--pid",
+            "7",
+            "-o",
+            "timeline",
+        ])
+        .expect("parses");
+        let Command::Tail(t) = cli.command else {
+            panic!("tail");
+        };
+        assert_eq!(t.port, vec![80, 443]);
+        assert_eq!(t.state, vec![TcpState::CloseWait]);
+        assert_eq!(t.family, vec![Family::Inet6]);
+        assert_eq!(t.output, OutputFormat::Timeline);
+        assert_eq!(t.socket, PathBuf::from(DEFAULT_SOCKET));
+    }
+
     #[test]
     fn usage_errors_are_one_line() {
         let err = Cli::try_parse_from(["tcpmon", "agent", "--listen", "nonsense"])
@@ -74,7 +192,9 @@ mod tests {
     #[test]
     fn defaults_are_sensible() {
         let cli = Cli::try_parse_from(["tcpmon", "agent"]).expect("parses");
-        let Command::Agent(opts) = cli.command;
+        let Command::Agent(opts) = cli.command else {
+            panic!("agent");
+        };
         assert_eq!(opts.listen, "0.0.0.0:9977".parse().expect("valid"));
         assert_eq!(opts.netns, None);
         assert_eq!(opts.ports, Vec::<u16>::new());
@@ -85,7 +205,9 @@ mod tests {
     fn ports_are_a_comma_separated_list() {
         let cli = Cli::try_parse_from(["tcpmon", "agent", "--ports", "80,443", "--ports", "22"])
             .expect("parses");
-        let Command::Agent(opts) = cli.command;
+        let Command::Agent(opts) = cli.command else {
+            panic!("agent");
+        };
         assert_eq!(opts.ports, vec![80, 443, 22]);
     }
 }

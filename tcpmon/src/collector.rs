@@ -1,7 +1,10 @@
 //! The Prometheus collector: at scrape time it counts sockets with sock_diag, gives newly seen
 //! listening ports their label, reads the kernel's maps and builds the metric families. There
 //! is no per-event work in userspace.
-use std::{path::PathBuf, sync::Mutex};
+use std::{
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc, Mutex},
+};
 
 use prometheus::{
     core::{Collector, Desc},
@@ -16,6 +19,7 @@ use crate::{
     ports::PortTable,
     probe::Probe,
     sock_diag::{self, SocketCounts},
+    tail::hub::Hub,
 };
 
 /// What a scrape changes: the probe's port map, the port table, the eviction high-water mark.
@@ -29,6 +33,8 @@ pub struct ProbeCollector {
     state: Mutex<State>,
     /// The one namespace counted (`--netns`), or `None` for all of them.
     netns: Option<PathBuf>,
+    /// The tail's hub, for its drop count.
+    hub: Arc<Hub>,
     descs: Vec<Desc>,
 }
 
@@ -38,6 +44,7 @@ impl ProbeCollector {
         mut probe: Probe,
         ports: PortTable,
         netns: Option<PathBuf>,
+        hub: Arc<Hub>,
     ) -> Result<ProbeCollector, Error> {
         for (port, slot) in ports.assignments() {
             probe.set_port_slot(port, slot)?;
@@ -62,6 +69,7 @@ impl ProbeCollector {
                 evicted: 0,
             }),
             netns,
+            hub,
             descs,
         };
         collector.count_sockets()?;
@@ -110,6 +118,7 @@ impl ProbeCollector {
             sockets: &sockets,
             tracked,
             evicted: state.evicted,
+            dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),
         }))
     }
 }

@@ -46,6 +46,17 @@ pub enum Error {
     #[error("the kernel refused the eBPF program ({0}): check that this kernel supports BPF tracepoint programs")]
     Load(String),
 
+    #[error(
+        "cannot serve the tail socket {path} ({cause}): choose another path with --tail-socket"
+    )]
+    TailSocket { path: String, cause: io::Error },
+
+    #[error("no tcpmon agent is listening on {path}: start the agent, or run `tcpmon tail --standalone`")]
+    AgentMissing { path: String },
+
+    #[error("permission denied on {path}: the tail socket is root's; run tcpmon tail as root")]
+    TailPermission { path: String },
+
     #[error("{0}: lower --max-ports or give fewer --ports")]
     Ports(String),
 

@@ -3,8 +3,9 @@
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use tcpmon_common::{
     handshake_duration_index, handshake_index, teardown_index, COUNTER_CLIENT_HANDSHAKE_UNTIMED,
-    COUNTER_SERVER_HANDSHAKE_UNTIMED, COUNTER_STALE_ENTRIES, COUNTER_UNTRACKED, FAMILY_SLOTS,
-    HANDSHAKE_RESULTS, INITIATORS, KINDS, SIDES,
+    COUNTER_EVENTS, COUNTER_EVENTS_DROPPED, COUNTER_SERVER_HANDSHAKE_UNTIMED,
+    COUNTER_STALE_ENTRIES, COUNTER_UNTRACKED, FAMILY_SLOTS, HANDSHAKE_RESULTS, INITIATORS, KINDS,
+    SIDES,
 };
 
 use crate::{
@@ -46,7 +47,7 @@ const SOCKET_STATES: [TcpState; 11] = [
 ];
 
 /// Name, help and label names of every family, in exposition order.
-pub const FAMILIES: [(&str, &str, &[&str]); 11] = [
+pub const FAMILIES: [(&str, &str, &[&str]); 13] = [
     ("tcpmon_state_transitions_total", "TCP state transitions seen on sock:inet_sock_set_state.", &["family", "old_state", "new_state"]),
     ("tcpmon_state_duration_seconds", "Time sockets spent in a TCP state before leaving it (ESTABLISHED: connection lifetime).", &["state"]),
     ("tcpmon_state_duration_unmeasured_total", "Transitions whose time in the old state could not be measured: the socket predates the agent or was evicted (untracked), or its entry was stale after address reuse (stale_entry).", &["reason"]),
@@ -58,6 +59,8 @@ pub const FAMILIES: [(&str, &str, &[&str]); 11] = [
     ("tcpmon_tracked_sockets", "Sockets in the eBPF per-socket map now.", &[]),
     ("tcpmon_tracked_sockets_evicted_total", "Per-socket map entries evicted before their socket closed (map full, or a CLOSE never seen).", &[]),
     ("tcpmon_build_info", "tcpmon build information; value 1.", &["version"]),
+    ("tcpmon_events_total", "Tail events the eBPF program wrote to its ring buffer (only while a tail client is connected).", &[]),
+    ("tcpmon_events_dropped_total", "Tail events lost: ringbuf_full (the kernel's ring buffer was full), client_slow (a tail client's queue was full).", &["reason"]),
 ];
 
 /// What one scrape reads, besides the kernel maps.
@@ -67,6 +70,8 @@ pub struct ScrapeInput<'a> {
     pub sockets: &'a SocketCounts,
     pub tracked: u64,
     pub evicted: u64,
+    /// Tail events dropped in userspace because a client was slow.
+    pub dropped_slow: u64,
 }
 
 /// The families of one scrape; a family with no series yet is left out (the text format has
@@ -111,6 +116,19 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             10,
             MetricType::GAUGE,
             vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        ),
+        family(
+            11,
+            MetricType::COUNTER,
+            vec![counter(&[], c(COUNTER_EVENTS))],
+        ),
+        family(
+            12,
+            MetricType::COUNTER,
+            vec![
+                counter(&[("reason", "ringbuf_full")], c(COUNTER_EVENTS_DROPPED)),
+                counter(&[("reason", "client_slow")], input.dropped_slow as f64),
+            ],
         ),
     ];
     all.into_iter()

@@ -25,6 +25,7 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
         sockets,
         tracked: 3,
         evicted: 1,
+        dropped_slow: 5,
     });
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
@@ -107,6 +108,9 @@ fn bookkeeping_series_are_always_present() {
         "tcpmon_handshake_duration_unmeasured_total{side=\"server\"} 0\n",
         "tcpmon_state_duration_seconds_count{state=\"ESTABLISHED\"} 1\n",
         "tcpmon_build_info{version=\"",
+        "tcpmon_events_total 0\n",
+        "tcpmon_events_dropped_total{reason=\"ringbuf_full\"} 0\n",
+        "tcpmon_events_dropped_total{reason=\"client_slow\"} 5\n",
     ] {
         assert!(text.contains(series), "missing {series}");
     }

@@ -17,11 +17,13 @@ pub mod privileges;
 pub mod probe;
 pub mod sock_diag;
 pub mod state;
+pub mod tail;
 pub mod tracefs;
 
 /// Runs the command the user asked for.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Agent(options) => agent::run(options),
+        cli::Command::Tail(options) => tail::client::run(options),
     }
 }

@@ -1,13 +1,14 @@
 //! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
 use aya::{
-    maps::{HashMap, Map, MapData},
+    maps::{Array, HashMap, Map, MapData, RingBuf},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
     DwellHistogram, SocketEntry, COUNTER_SLOTS, HANDSHAKE_DURATION_SLOTS, HANDSHAKE_SLOTS,
-    MAP_COUNTERS, MAP_DWELL, MAP_HANDSHAKES, MAP_HANDSHAKE_DURATION, MAP_PORTS, MAP_SOCKETS,
-    MAP_TEARDOWNS, MAP_TRANSITIONS, PROGRAM_NAME, STATE_SLOTS, TEARDOWN_SLOTS, TRANSITION_SLOTS,
+    MAP_COUNTERS, MAP_DWELL, MAP_EVENTS, MAP_HANDSHAKES, MAP_HANDSHAKE_DURATION, MAP_PORTS,
+    MAP_SOCKETS, MAP_TAIL_SWITCH, MAP_TEARDOWNS, MAP_TRANSITIONS, PROGRAM_NAME, STATE_SLOTS,
+    TEARDOWN_SLOTS, TRANSITION_SLOTS,
 };
 
 use crate::{
@@ -102,6 +103,10 @@ impl Probe {
             .override_global("TP_FAMILY", &l.family, true)
             .override_global("TP_PROTOCOL", &l.protocol, true)
             .override_global("TP_PROTOCOL_SIZE", &l.protocol_size, true)
+            .override_global("TP_SADDR", &l.saddr, true)
+            .override_global("TP_DADDR", &l.daddr, true)
+            .override_global("TP_SADDR_V6", &l.saddr_v6, true)
+            .override_global("TP_DADDR_V6", &l.daddr_v6, true)
             .override_global("NETNS_FILTER", &netns, true)
             .override_global("SK_NET_OFFSET", &config.offsets.sk_net, true)
             .override_global("NET_INUM_OFFSET", &config.offsets.net_inum, true)
@@ -194,6 +199,23 @@ impl Probe {
         let data = self.map_data(MAP_SOCKETS)?;
         map_batch::count_entries(data, size_of::<u64>(), size_of::<SocketEntry>())
             .map_err(Self::read_error(MAP_SOCKETS))
+    }
+
+    /// Takes the tail's maps out of the probe: the ring buffer of events and the switch that
+    /// turns it on. Call once, before the probe is shared.
+    pub fn take_tail_maps(&mut self) -> Result<(RingBuf<MapData>, Array<MapData, u32>), Error> {
+        let mut take = |name: &str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or_else(|| Error::Load(format!("map {name} missing from object")))
+        };
+        let events = take(MAP_EVENTS)?;
+        let switch = take(MAP_TAIL_SWITCH)?;
+        Ok((
+            RingBuf::try_from(events).map_err(|e| Error::Load(format!("{MAP_EVENTS}: {e:#}")))?,
+            Array::try_from(switch)
+                .map_err(|e| Error::Load(format!("{MAP_TAIL_SWITCH}: {e:#}")))?,
+        ))
     }
 
     /// Gives `port` its own label value: the program counts it in `slot` from now on.

@@ -21,6 +21,11 @@ pub struct TracepointLayout {
     pub dport: u32,
     pub family: u32,
     pub protocol: u32,
+    /// Address fields, read only for tail events.
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
     /// 1 before Linux 5.6 (`__u8 protocol`), 2 since (`__u16 protocol`).
     pub protocol_size: u32,
 }
@@ -82,6 +87,19 @@ pub fn parse_layout(format: &str) -> Result<TracepointLayout, String> {
     let (dport, dport_size) = field("dport")?;
     let (family, family_size) = field("family")?;
     let (protocol, protocol_size) = field("protocol")?;
+    let (saddr, saddr_size) = field("saddr")?;
+    let (daddr, daddr_size) = field("daddr")?;
+    let (saddr_v6, saddr_v6_size) = field("saddr_v6")?;
+    let (daddr_v6, daddr_v6_size) = field("daddr_v6")?;
+    let address_sizes = [
+        (saddr_size, 4),
+        (daddr_size, 4),
+        (saddr_v6_size, 16),
+        (daddr_v6_size, 16),
+    ];
+    if let Some((size, want)) = address_sizes.iter().find(|(size, want)| size != want) {
+        return Err(format!("an address field has size {size}, expected {want}"));
+    }
     // The program copies the first RECORD_BYTES of the record and reads fields from the copy
     // with aligned loads: each field must fit and be naturally aligned.
     let expect = |name: &str, offset: u32, size: u32, allowed: &[u32]| {
@@ -113,6 +131,10 @@ pub fn parse_layout(format: &str) -> Result<TracepointLayout, String> {
         family,
         protocol,
         protocol_size,
+        saddr,
+        daddr,
+        saddr_v6,
+        daddr_v6,
     })
 }
 

@@ -37,6 +37,10 @@ fn parses_this_kernels_layout() {
             family: 28,
             protocol: 30,
             protocol_size: 2,
+            saddr: 32,
+            daddr: 36,
+            saddr_v6: 40,
+            daddr_v6: 56,
         })
     );
 }
@@ -59,12 +63,17 @@ fn follows_a_larger_common_header() {
 \tfield:__u16 dport;\toffset:34;\tsize:2;\tsigned:0;
 \tfield:__u16 family;\toffset:36;\tsize:2;\tsigned:0;
 \tfield:__u16 protocol;\toffset:38;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:40;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:44;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:48;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:64;\tsize:16;\tsigned:0;
 ";
     let layout = parse_layout(larger).expect("parses");
     assert_eq!(layout.skaddr, 16);
     assert_eq!(layout.oldstate, 24);
     assert_eq!(layout.newstate, 28);
     assert_eq!((layout.sport, layout.dport), (32, 34));
+    assert_eq!((layout.saddr_v6, layout.daddr_v6), (48, 64));
     assert_eq!(layout.family, 36);
     assert_eq!(layout.protocol, 38);
     assert_eq!(layout.protocol_size, 2);
@@ -85,6 +94,9 @@ fn reads_a_u8_protocol_from_older_kernels() {
 \tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
 \tfield:__u8 protocol;\toffset:30;\tsize:1;\tsigned:0;
 \tfield:__u8 saddr[4];\toffset:31;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:35;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:39;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:55;\tsize:16;\tsigned:0;
 ";
     let layout = parse_layout(old).expect("parses");
     assert_eq!(layout.protocol, 30);

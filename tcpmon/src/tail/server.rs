@@ -1,0 +1,134 @@
+//! The agent's tail socket: a Unix stream socket, 0600 and owned by root, where each
+//! `tcpmon tail` sends its filter as one JSON line and then reads events as JSON lines.
+use std::{
+    fs,
+    io::{self, ErrorKind},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter},
+    net::{UnixListener, UnixStream},
+};
+
+use super::{
+    event::Message,
+    filter::Filter,
+    format::json_line,
+    hub::{Hub, Subscription},
+};
+use crate::error::Error;
+
+pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
+/// The longest request line accepted, and how long a client may take to send it.
+const MAX_REQUEST: u64 = 64 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the socket with mode 0600, replacing a stale one left by an agent that died.
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
+    let error = |cause: io::Error| Error::TailSocket {
+        path: path.display().to_string(),
+        cause,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(error)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(error(io::Error::new(
+            ErrorKind::AddrInUse,
+            "another agent is serving it",
+        )));
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(error(e)),
+        _ => {}
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(error)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
+    Ok(listener)
+}
+
+/// Removes the socket file when the agent stops.
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Accepts tail clients until the task is dropped.
+pub async fn serve(listener: UnixListener, hub: Arc<Hub>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let hub = Arc::clone(&hub);
+                tokio::spawn(async move {
+                    let _ = client(stream, hub).await;
+                });
+            }
+            Err(e) => {
+                eprintln!("tcpmon: tail socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
+    let (read, write) = stream.into_split();
+    let mut write = BufWriter::new(write);
+    let mut read = BufReader::new(read.take(MAX_REQUEST));
+    let mut request = String::new();
+    let got = tokio::time::timeout(REQUEST_TIMEOUT, read.read_line(&mut request)).await;
+    let filter = match got {
+        Ok(Ok(_)) => serde_json::from_str::<Filter>(&request).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no request within 5 seconds".to_string()),
+    };
+    let filter = match filter {
+        Ok(filter) => filter,
+        Err(message) => {
+            let line = json_line(&Message::Error {
+                message: format!("bad request: {message}"),
+            });
+            write.write_all(format!("{line}\n").as_bytes()).await?;
+            return write.flush().await;
+        }
+    };
+    let mut subscription = hub.subscribe(filter);
+    let mut eof = [0u8; 1];
+    let mut read = read.into_inner().into_inner();
+    loop {
+        tokio::select! {
+            event = subscription.events.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                send(&mut write, &subscription, Message::Event(event)).await?;
+                if subscription.events.is_empty() {
+                    write.flush().await?;
+                }
+            }
+            // The client sends nothing after its request: any read result means it is gone.
+            _ = read.read(&mut eof) => return Ok(()),
+        }
+    }
+}
+
+async fn send(
+    write: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    subscription: &Subscription,
+    message: Message,
+) -> io::Result<()> {
+    let missed = subscription.take_missed();
+    if missed > 0 {
+        let lost = json_line(&Message::Lost { count: missed });
+        write.write_all(format!("{lost}\n").as_bytes()).await?;
+    }
+    write
+        .write_all(format!("{}\n", json_line(&message)).as_bytes())
+        .await
+}

@@ -162,11 +162,12 @@ fn a_normal_start_prints_one_line_and_no_warning() {
     assert_eq!(
         agent.startup_line,
         format!(
-            "tcpmon: program {} attached to sock:inet_sock_set_state, counting network namespace {} (inode {}); serving http://{}/metrics",
+            "tcpmon: program {} attached to sock:inet_sock_set_state, counting network namespace {} (inode {}); serving http://{}/metrics and tail socket {}",
             agent.program_id,
             ns.path(),
             std::fs::metadata(ns.path()).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("netns inode"),
-            agent.addr
+            agent.addr,
+            agent.tail_socket
         )
     );
     assert_eq!(support::http_get(agent.addr, "/healthz"), "ok\n");

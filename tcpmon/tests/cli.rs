@@ -30,6 +30,11 @@ fn agent_help() {
 }
 
 #[test]
+fn tail_help() {
+    assert_snapshot(&["tail", "--help"], "tail-help.txt");
+}
+
+#[test]
 fn version() {
     assert_snapshot(&["--version"], "version.txt");
 }

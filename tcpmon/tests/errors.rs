@@ -24,7 +24,12 @@ fn run(program: &str, args: &[&str]) -> (i32, String) {
 fn agent_in_mount_namespace(setup: &str) -> (i32, String) {
     require_root();
     let listen = free_addr().to_string();
-    let script = format!("{setup} && exec {TCPMON} agent --listen {listen}");
+    // Its own tail socket: these tests run at once, and the default path would be taken.
+    let socket = format!(
+        "/run/tcpmon-errors-{}.sock",
+        listen.replace([':', '.'], "-")
+    );
+    let script = format!("{setup} && exec {TCPMON} agent --listen {listen} --tail-socket {socket}");
     run(
         "unshare",
         &["--mount", "--propagation", "private", "sh", "-c", &script],

@@ -79,7 +79,7 @@ mod tests {
         };
         assert_eq!(
             table_row(&softirq),
-            "05:23:43.123    -       -                [::1]:41234            [::1]:8080             SYN_SENT    -> ESTABLISHED       -"
+            "05:23:43.123    -       -                [::1]:41234            [::1]:8080             SYN_SENT    -> ESTABLISHED        -"
         );
         assert_eq!(
             TABLE_HEADER.find("LOCAL"),

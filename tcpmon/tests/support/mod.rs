@@ -117,6 +117,8 @@ pub fn free_addr() -> SocketAddr {
 pub struct Agent {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Where `tcpmon tail` reaches this agent.
+    pub tail_socket: String,
     pub program_id: u32,
     /// stderr lines after the start-up line, collected by a reader thread.
     stderr: mpsc::Receiver<String>,
@@ -132,6 +134,7 @@ impl Agent {
     /// As [`Agent::start`], with more arguments for `tcpmon agent`.
     pub fn start_with(netns: &NetNs, args: &[&str]) -> Agent {
         let addr = free_addr();
+        let tail_socket = format!("/run/{}.sock", netns.name);
         let mut child = Command::new(TCPMON)
             .args([
                 "agent",
@@ -140,6 +143,7 @@ impl Agent {
                 "--netns",
                 &netns.path(),
             ])
+            .args(["--tail-socket", &tail_socket])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -157,6 +161,7 @@ impl Agent {
         let mut agent = Agent {
             child: Some(child),
             addr,
+            tail_socket,
             program_id: 0,
             stderr: rx,
             startup_line: String::new(),

@@ -119,6 +119,7 @@ impl ProbeCollector {
             tracked,
             evicted: state.evicted,
             dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),
+            tail_clients: self.hub.subscribers(),
         }))
     }
 }

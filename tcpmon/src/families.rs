@@ -47,7 +47,7 @@ const SOCKET_STATES: [TcpState; 11] = [
 ];
 
 /// Name, help and label names of every family, in exposition order.
-pub const FAMILIES: [(&str, &str, &[&str]); 13] = [
+pub const FAMILIES: [(&str, &str, &[&str]); 14] = [
     ("tcpmon_state_transitions_total", "TCP state transitions seen on sock:inet_sock_set_state.", &["family", "old_state", "new_state"]),
     ("tcpmon_state_duration_seconds", "Time sockets spent in a TCP state before leaving it (ESTABLISHED: connection lifetime).", &["state"]),
     ("tcpmon_state_duration_unmeasured_total", "Transitions whose time in the old state could not be measured: the socket predates the agent or was evicted (untracked), or its entry was stale after address reuse (stale_entry).", &["reason"]),
@@ -61,6 +61,7 @@ pub const FAMILIES: [(&str, &str, &[&str]); 13] = [
     ("tcpmon_build_info", "tcpmon build information; value 1.", &["version"]),
     ("tcpmon_events_total", "Tail events the eBPF program wrote to its ring buffer (only while a tail client is connected).", &[]),
     ("tcpmon_events_dropped_total", "Tail events lost: ringbuf_full (the kernel's ring buffer was full), client_slow (a tail client's queue was full).", &["reason"]),
+    ("tcpmon_tail_clients", "tcpmon tail clients connected now.", &[]),
 ];
 
 /// What one scrape reads, besides the kernel maps.
@@ -72,6 +73,7 @@ pub struct ScrapeInput<'a> {
     pub evicted: u64,
     /// Tail events dropped in userspace because a client was slow.
     pub dropped_slow: u64,
+    pub tail_clients: usize,
 }
 
 /// The families of one scrape; a family with no series yet is left out (the text format has
@@ -129,6 +131,11 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
                 counter(&[("reason", "ringbuf_full")], c(COUNTER_EVENTS_DROPPED)),
                 counter(&[("reason", "client_slow")], input.dropped_slow as f64),
             ],
+        ),
+        family(
+            13,
+            MetricType::GAUGE,
+            vec![gauge(&[], input.tail_clients as f64)],
         ),
     ];
     all.into_iter()

@@ -26,6 +26,7 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
         tracked: 3,
         evicted: 1,
         dropped_slow: 5,
+        tail_clients: 2,
     });
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
@@ -109,6 +110,7 @@ fn bookkeeping_series_are_always_present() {
         "tcpmon_state_duration_seconds_count{state=\"ESTABLISHED\"} 1\n",
         "tcpmon_build_info{version=\"",
         "tcpmon_events_total 0\n",
+        "tcpmon_tail_clients 2\n",
         "tcpmon_events_dropped_total{reason=\"ringbuf_full\"} 0\n",
         "tcpmon_events_dropped_total{reason=\"client_slow\"} 5\n",
     ] {

@@ -31,7 +31,6 @@ pub fn run(options: TailOptions) -> anyhow::Result<()> {
     let mut printer = Printer::new(options.output, options.count);
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    printer.start(&mut out)?;
     let result = if options.standalone {
         standalone(&options, filter, &mut printer, &mut out)
     } else {
@@ -66,6 +65,7 @@ fn from_agent(
     })?;
     let request = serde_json::to_string(filter).context("encoding the filter")?;
     stream.write_all(format!("{request}\n").as_bytes())?;
+    printer.start(out)?;
     for line in BufReader::new(stream).lines() {
         let message: Message =
             serde_json::from_str(&line?).context("the agent sent something unexpected")?;
@@ -101,6 +101,8 @@ fn standalone(
     runtime.block_on(async {
         let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
         let mut subscription = hub.subscribe(filter);
+        // The header says the probe is attached and listening.
+        printer.start(out)?;
         let interrupt = crate::agent::shutdown_signal()?;
         tokio::pin!(interrupt);
         loop {

@@ -26,6 +26,7 @@ pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
 /// The longest request line accepted, and how long a client may take to send it.
 const MAX_REQUEST: u64 = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const LOST_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Binds the socket with mode 0600, replacing a stale one left by an agent that died.
 pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
@@ -103,14 +104,22 @@ async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
     let mut subscription = hub.subscribe(filter);
     let mut eof = [0u8; 1];
     let mut read = read.into_inner().into_inner();
+    // Losses are reported before the next event, and at least every second: the last ones may
+    // have no event after them.
+    let mut tick = tokio::time::interval(LOST_REPORT_INTERVAL);
     loop {
         tokio::select! {
             event = subscription.events.recv() => {
                 let Some(event) = event else { return Ok(()) };
-                send(&mut write, &subscription, Message::Event(event)).await?;
+                report_lost(&mut write, &subscription).await?;
+                write.write_all(format!("{}\n", json_line(&Message::Event(event))).as_bytes()).await?;
                 if subscription.events.is_empty() {
                     write.flush().await?;
                 }
+            }
+            _ = tick.tick() => {
+                report_lost(&mut write, &subscription).await?;
+                write.flush().await?;
             }
             // The client sends nothing after its request: any read result means it is gone.
             _ = read.read(&mut eof) => return Ok(()),
@@ -118,17 +127,14 @@ async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
     }
 }
 
-async fn send(
+async fn report_lost(
     write: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
     subscription: &Subscription,
-    message: Message,
 ) -> io::Result<()> {
     let missed = subscription.take_missed();
     if missed > 0 {
         let lost = json_line(&Message::Lost { count: missed });
         write.write_all(format!("{lost}\n").as_bytes()).await?;
     }
-    write
-        .write_all(format!("{}\n", json_line(&message)).as_bytes())
-        .await
+    Ok(())
 }

@@ -50,6 +50,9 @@ impl Timelines {
 /// One connection's line: `time local → remote pid: step dt → step dt → ... [outcome]`.
 pub fn render(events: &[Event]) -> String {
     let first = &events[0];
+    // connect() fires before the source port is chosen: take the endpoints from the last
+    // event, which has both.
+    let last = &events[events.len() - 1];
     let owner = events
         .iter()
         .rev()
@@ -64,8 +67,8 @@ pub fn render(events: &[Event]) -> String {
     let mut line = format!(
         "{} {} → {} {owner}: ",
         first.time.get(11..23).unwrap_or(&first.time),
-        endpoint(first.local, first.local_port),
-        endpoint(first.remote, first.remote_port),
+        endpoint(last.local, last.local_port),
+        endpoint(last.remote, last.remote_port),
     );
     let steps: Vec<&Event> = events
         .iter()

@@ -145,3 +145,33 @@ fn netns_that_is_not_one() {
         );
     }
 }
+
+#[test]
+fn tail_without_an_agent() {
+    let (code, stderr) = run(
+        TCPMON,
+        &["tail", "--socket", "/run/tcpmon-nobody-here.sock"],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "no tcpmon agent is listening on /run/tcpmon-nobody-here.sock: start the agent, or run `tcpmon tail --standalone`",
+    );
+}
+
+#[test]
+fn tail_with_an_unknown_state_or_a_bad_cidr() {
+    let (code, stderr) = run(TCPMON, &["tail", "--state", "ESTAB"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("tcpmon: error: invalid value 'ESTAB' for '--state <STATE>': unknown state 'ESTAB': use one of ESTABLISHED,"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1);
+    let (code, stderr) = run(TCPMON, &["tail", "--addr", "10.0.0.0/33"]);
+    assert_eq!(code, 2);
+    assert_one_line(
+        &stderr,
+        "invalid value '10.0.0.0/33' for '--addr <CIDR>': invalid address or CIDR '10.0.0.0/33': use for example 10.0.0.0/8 or ::1 (see `tcpmon --help`)",
+    );
+}

@@ -1,0 +1,275 @@
+//! `tcpmon tail` end to end: real agents, real tail processes, real traffic in a namespace.
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::MetadataExt, net::UnixStream},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use support::{
+    assert_exact_in, require_root, scrape_until,
+    workload::{self, Close, Expected, SERVICE_PORT},
+    Agent, NetNs, TCPMON, TIMEOUT,
+};
+use tcpmon::tail::event::Message;
+
+const V4: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const N: u64 = 100;
+
+/// A `tcpmon tail` process whose stdout lines arrive on a channel; killed on drop.
+struct Tail {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Tail {
+    fn spawn(args: &[&str]) -> Tail {
+        let mut child = Command::new(TCPMON)
+            .arg("tail")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tcpmon tail");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Tail { child, lines }
+    }
+
+    /// Every line until the process exits (it does after --count events).
+    fn lines_until_exit(mut self) -> Vec<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut lines = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    assert!(Instant::now() < deadline, "tail did not finish: {lines:?}");
+                }
+            }
+        }
+        let status = self.child.wait().expect("tail exits");
+        assert!(status.success(), "tail exit status {status}");
+        lines
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (family, old, new) counts of the events among NDJSON lines; panics on anything else.
+fn transitions(lines: &[String], port: u16) -> BTreeMap<Vec<String>, u64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let Message::Event(e) = serde_json::from_str(line).expect("an event line") else {
+            panic!("not an event: {line}");
+        };
+        assert!(e.local_port == port || e.remote_port == port, "{line}");
+        let key = vec![e.family, e.old_state.to_string(), e.new_state.to_string()];
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+fn total(expected: &Expected) -> u64 {
+    expected.transitions.values().sum()
+}
+
+fn connections(port: u16, close: Close) -> Expected {
+    let label = port.to_string();
+    let mut e = Expected::default();
+    e.listener("inet").handshakes("inet", N, &label);
+    match close {
+        Close::ClientReset => e.resets("inet", N, &label),
+        _ => e.teardowns("inet", N, &label),
+    };
+    e
+}
+
+#[test]
+fn each_client_gets_exactly_the_events_its_filter_selects() {
+    require_root();
+    let ns = NetNs::new();
+    let agent = Agent::start(&ns);
+    let on_8080 = connections(SERVICE_PORT, Close::ClientFirst);
+    let on_9090 = connections(9090, Close::ClientReset);
+    let socket = agent.tail_socket.clone();
+    let count = |e: &Expected| total(e).to_string();
+    let a = Tail::spawn(&[
+        "--socket",
+        &socket,
+        "--port",
+        "8080",
+        "-o",
+        "json",
+        "--count",
+        &count(&on_8080),
+    ]);
+    let b = Tail::spawn(&[
+        "--socket",
+        &socket,
+        "--port",
+        "9090",
+        "-o",
+        "json",
+        "--count",
+        &count(&on_9090),
+    ]);
+    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 2.0);
+
+    // The other port first: a filter letting it through would show within A's count.
+    ns.run(|| {
+        workload::connections(V4, 9090, N, Close::ClientReset);
+        workload::connections(V4, SERVICE_PORT, N, Close::ClientFirst);
+    });
+    assert_eq!(
+        transitions(&a.lines_until_exit(), SERVICE_PORT),
+        on_8080.transitions
+    );
+    assert_eq!(
+        transitions(&b.lines_until_exit(), 9090),
+        on_9090.transitions
+    );
+    let scrape = scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 0.0);
+    assert_eq!(
+        scrape.get("tcpmon_tail_clients"),
+        0.0,
+        "clients gone after --count"
+    );
+    let all = total(&on_8080) + total(&on_9090);
+    assert_eq!(scrape.get("tcpmon_events_total"), all as f64);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_told_what_it_missed_and_metrics_stay_exact() {
+    require_root();
+    const MANY: u64 = 3_000;
+    let ns = NetNs::new();
+    let agent = Agent::start_with(&ns, &["--ports", "8080"]);
+    // A client that sends its filter and then does not read.
+    let mut stream = UnixStream::connect(&agent.tail_socket).expect("connect to the agent");
+    stream.write_all(b"{\"ports\":[8080]}\n").expect("request");
+    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
+
+    let mut expected = Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", MANY, "8080")
+        .teardowns("inet", MANY, "8080");
+    let workload = || workload::connections(V4, SERVICE_PORT, MANY, Close::ClientFirst);
+    assert_exact_in(&agent, &ns, workload, &expected);
+
+    // Now read: every event is either delivered or reported lost.
+    let all = total(&expected);
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let (mut delivered, mut lost) = (0, 0);
+    for line in BufReader::new(&stream).lines() {
+        match serde_json::from_str(&line.expect("read")).expect("a message") {
+            Message::Event(_) => delivered += 1,
+            Message::Lost { count } => lost += count,
+            Message::Error { message } => panic!("{message}"),
+        }
+        if delivered + lost == all {
+            break;
+        }
+    }
+    assert_eq!(delivered + lost, all, "delivered {delivered}, lost {lost}");
+    assert!(
+        lost > 0,
+        "a client that did not read for {all} events lost some"
+    );
+    let scrape = agent.scrape();
+    assert_eq!(
+        scrape.get("tcpmon_events_dropped_total{reason=\"client_slow\"}"),
+        lost as f64
+    );
+    assert_eq!(
+        scrape.get("tcpmon_events_dropped_total{reason=\"ringbuf_full\"}"),
+        0.0
+    );
+    assert_eq!(scrape.get("tcpmon_events_total"), all as f64);
+    eprintln!("slow client: {delivered} delivered, {lost} lost of {all}");
+}
+
+#[test]
+fn the_tail_socket_is_root_only() {
+    require_root();
+    let ns = NetNs::new();
+    let agent = Agent::start(&ns);
+    let meta = std::fs::metadata(&agent.tail_socket).expect("socket exists");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 0);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            TCPMON,
+            "tail",
+        ])
+        .args(["--socket", &agent.tail_socket])
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "tcpmon: error: permission denied on {}: the tail socket is root's; run tcpmon tail as root\n",
+            agent.tail_socket
+        )
+    );
+}
+
+#[test]
+fn standalone_works_without_an_agent() {
+    require_root();
+    let ns = NetNs::new();
+    let expected = connections(SERVICE_PORT, Close::ServerFirst);
+    let path = ns.path();
+    let tail = Tail::spawn(&[
+        "--standalone",
+        "--netns",
+        &path,
+        "--port",
+        "8080",
+        "--count",
+        &total(&expected).to_string(),
+    ]);
+    let header = tail
+        .lines
+        .recv_timeout(TIMEOUT)
+        .expect("header once attached");
+    assert!(header.starts_with("TIME(UTC)"), "{header}");
+    ns.run(|| workload::connections(V4, SERVICE_PORT, N, Close::ServerFirst));
+    let mut counts: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+    for row in tail.lines_until_exit() {
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        let arrow = columns
+            .iter()
+            .position(|c| *c == "->")
+            .expect("a table row");
+        let key = vec![
+            "inet".to_string(),
+            columns[arrow - 1].into(),
+            columns[arrow + 1].into(),
+        ];
+        *counts.entry(key).or_default() += 1;
+    }
+    assert_eq!(counts, expected.transitions);
+}

@@ -2,8 +2,8 @@
 //! with kernel.bpf_stats_enabled=1) under a connection storm, and the storm's connection rate
 //! with and without the agent, run back to back in one invocation.
 use std::{
-    io::{BufRead, BufReader},
-    net::TcpListener,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -14,6 +14,7 @@ use crate::storm;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const WORKERS: usize = 2;
+const TAIL_SOCKET: &str = "/run/tcpmon-cost.sock";
 
 /// Restores a sysctl on drop.
 struct Sysctl {
@@ -93,10 +94,16 @@ fn prog_stats(id: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("run_time_ns"), field("run_cnt")))
 }
 
-fn start_agent() -> anyhow::Result<(Agent, u32)> {
+fn start_agent() -> anyhow::Result<(Agent, u32, SocketAddr)> {
     let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut child = Command::new("target/release/tcpmon")
-        .args(["agent", "--listen", &addr.to_string()])
+        .args([
+            "agent",
+            "--listen",
+            &addr.to_string(),
+            "--tail-socket",
+            TAIL_SOCKET,
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .context("starting target/release/tcpmon")?;
@@ -109,7 +116,19 @@ fn start_agent() -> anyhow::Result<(Agent, u32)> {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|id| id.parse().ok())
         .with_context(|| format!("unexpected agent output: {line}"))?;
-    Ok((agent, id))
+    Ok((agent, id, addr))
+}
+
+/// A metric's value from the agent's /metrics (0 when absent).
+fn metric(agent: SocketAddr, series: &str) -> anyhow::Result<f64> {
+    let mut stream = TcpStream::connect(agent)?;
+    write!(stream, "GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0))
 }
 
 pub fn measure(duration: Duration) -> anyhow::Result<()> {
@@ -118,31 +137,70 @@ pub fn measure(duration: Duration) -> anyhow::Result<()> {
     let secs = duration.as_secs_f64();
 
     let baseline = storm::run(&ns.path(), WORKERS, duration)?;
-    let (agent, id) = start_agent()?;
+    let (agent, id, addr) = start_agent()?;
     let (time_before, count_before) = prog_stats(id)?;
     let traced = storm::run(&ns.path(), WORKERS, duration)?;
     let (time_after, count_after) = prog_stats(id)?;
+
+    // The same storm with one tail client writing NDJSON to /dev/null.
+    let tail = Agent(
+        Command::new("target/release/tcpmon")
+            .args(["tail", "--socket", TAIL_SOCKET, "-o", "json"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting tcpmon tail")?,
+    );
+    while metric(addr, "tcpmon_tail_clients")? < 1.0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (tail_time_before, tail_count_before) = prog_stats(id)?;
+    let tailed = storm::run(&ns.path(), WORKERS, duration)?;
+    let (tail_time_after, tail_count_after) = prog_stats(id)?;
+    std::thread::sleep(Duration::from_secs(2)); // let the client drain
+    let events = metric(addr, "tcpmon_events_total")?;
+    let ring_full = metric(addr, "tcpmon_events_dropped_total{reason=\"ringbuf_full\"}")?;
+    let slow = metric(addr, "tcpmon_events_dropped_total{reason=\"client_slow\"}")?;
+    drop(tail);
     drop(agent);
 
-    let runs = count_after - count_before;
-    let ns_per_run = (time_after - time_before) as f64 / runs.max(1) as f64;
+    let per_run = |time: u64, count: u64| time as f64 / count.max(1) as f64;
     let kernel = command("uname", &["-r"])?;
     println!(
-        "kernel {}, {WORKERS} storm threads, {secs:.0} s per run, server closes first",
+        "kernel {}, {WORKERS} storm threads, {secs:.0} s per run, server closes first, 10 transitions per connection",
         kernel.trim()
     );
-    println!("| run | connections/s | ratio |");
-    println!("|---|---|---|");
-    println!("| no agent | {:.0} | 1.000 |", baseline as f64 / secs);
+    println!("| run | connections/s | ratio | kernel ns/transition |");
+    println!("|---|---|---|---|");
+    println!("| no agent | {:.0} | 1.000 | |", baseline as f64 / secs);
+    let row = |name: &str, n: u64, ns: f64| {
+        println!(
+            "| {name} | {:.0} | {:.3} | {ns:.1} |",
+            n as f64 / secs,
+            n as f64 / baseline.max(1) as f64
+        )
+    };
+    row(
+        "tcpmon agent",
+        traced,
+        per_run(time_after - time_before, count_after - count_before),
+    );
+    row(
+        "tcpmon agent + 1 tail client (NDJSON to /dev/null)",
+        tailed,
+        per_run(
+            tail_time_after - tail_time_before,
+            tail_count_after - tail_count_before,
+        ),
+    );
+    let delivered = events - ring_full - slow;
     println!(
-        "| tcpmon agent | {:.0} | {:.3} |",
-        traced as f64 / secs,
-        traced as f64 / baseline.max(1) as f64
+        "tail: {events:.0} events written ({:.0}/s), {delivered:.0} delivered, {ring_full:.0} lost in the kernel ring buffer, {slow:.0} lost in the client queue",
+        events / secs
     );
     println!(
-        "program runs: {runs} (storm: {} transitions expected, 10 per connection; the rest is host traffic)",
+        "program runs in the agent run: {} (storm: {} transitions, the rest is host traffic)",
+        count_after - count_before,
         traced * 10
     );
-    println!("kernel cost: {ns_per_run:.1} ns per transition (run_time_ns / run_cnt)");
     Ok(())
 }

@@ -29,13 +29,15 @@ pub fn run(options: TailOptions) -> anyhow::Result<()> {
         pids: options.pid.clone(),
     };
     let mut printer = Printer::new(options.output, options.count);
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    // Block-buffered: a line-buffered stdout costs a write(2) per event. The buffer is flushed
+    // whenever the agent has nothing more to send for now (see `from_agent`) and at exit.
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let result = if options.standalone {
         standalone(&options, filter, &mut printer, &mut out)
     } else {
         from_agent(&options.socket, &filter, &mut printer, &mut out)
     };
+    let result = result.and_then(|()| out.flush().map_err(anyhow::Error::from));
     match result {
         // A closed stdout (`| head`) is a normal way to stop.
         Err(e) if is_broken_pipe(&e) => Ok(()),
@@ -66,14 +68,31 @@ fn from_agent(
     let request = serde_json::to_string(filter).context("encoding the filter")?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     printer.start(out)?;
-    for line in BufReader::new(stream).lines() {
-        let message: Message =
-            serde_json::from_str(&line?).context("the agent sent something unexpected")?;
-        if let Message::Error { message } = message {
-            anyhow::bail!("the agent refused the request: {message}");
+    let mut reader = BufReader::with_capacity(256 * 1024, stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
         }
-        if !printer.print(message, out)? {
+        let line = line.trim_end();
+        // NDJSON out is the wire format: pass events through without decoding them again.
+        let go_on = if printer.format == OutputFormat::Json && line.starts_with(EVENT_PREFIX) {
+            printer.passthrough(line, out)?
+        } else {
+            let message: Message =
+                serde_json::from_str(line).context("the agent sent something unexpected")?;
+            if let Message::Error { message } = message {
+                anyhow::bail!("the agent refused the request: {message}");
+            }
+            printer.print(message, out)?
+        };
+        if !go_on {
             return Ok(());
+        }
+        // Flush when the next read would wait: batches under load, prompt when quiet.
+        if reader.buffer().is_empty() {
+            out.flush()?;
         }
     }
     anyhow::bail!("the agent closed the connection (it stopped)")
@@ -116,12 +135,18 @@ fn standalone(
                     if !printer.print(Message::Event(event), out)? {
                         return Ok(());
                     }
+                    if subscription.events.is_empty() {
+                        out.flush()?;
+                    }
                 }
                 _ = &mut interrupt => return Ok(()),
             }
         }
     })
 }
+
+/// How every event line of the wire format starts.
+const EVENT_PREFIX: &str = "{\"type\":\"event\",";
 
 /// Prints messages in the chosen format; stops after `count` events if given.
 pub struct Printer {
@@ -145,6 +170,23 @@ impl Printer {
             out.flush()?;
         }
         Ok(())
+    }
+
+    /// Prints an event line that is already NDJSON; false once `count` events were printed.
+    fn passthrough(&mut self, line: &str, out: &mut impl Write) -> io::Result<bool> {
+        writeln!(out, "{line}")?;
+        self.counted(1, out)
+    }
+
+    fn counted(&mut self, printed: u64, out: &mut impl Write) -> io::Result<bool> {
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(printed);
+            if *left == 0 {
+                out.flush()?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Prints one message; false once `count` events (or timelines) were printed.
@@ -175,11 +217,6 @@ impl Printer {
                 lines.len() as u64
             }
         };
-        out.flush()?;
-        if let Some(left) = &mut self.left {
-            *left = left.saturating_sub(printed);
-            return Ok(*left > 0);
-        }
-        Ok(true)
+        self.counted(printed, out)
     }
 }

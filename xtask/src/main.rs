@@ -34,6 +34,12 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Measure the event rate one tail client receives without loss (paced storms).
+    TailRate {
+        /// How long each rate step runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +70,12 @@ fn main() -> anyhow::Result<()> {
             setup::test_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
             cost::measure(std::time::Duration::from_secs(seconds))
+        }
+        Task::TailRate { seconds } => {
+            setup::toolchain()?;
+            setup::test_tools()?;
+            cargo(&["build", "--release", "--package", "tcpmon"])?;
+            cost::tail_rate(std::time::Duration::from_secs(seconds))
         }
     }
 }

@@ -58,11 +58,20 @@ impl Drop for NetNs {
     }
 }
 
-/// The agent, killed on drop.
+/// A child process (the agent, a tail client), stopped with SIGTERM on drop so the agent
+/// removes its socket; SIGKILL if it does not exit.
 struct Agent(Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..250 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -204,11 +204,22 @@ impl Agent {
 }
 
 impl Drop for Agent {
+    /// SIGTERM, so the agent removes its tail socket and detaches; SIGKILL if it hangs.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: kill on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.tail_socket);
     }
 }
 

@@ -39,11 +39,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let program_id = probe.program_id();
     let (ring, switch) = probe.take_tail_maps()?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
         let collector =
             ProbeCollector::new(probe, ports, options.netns.clone(), Arc::clone(&hub))?;
@@ -75,6 +71,15 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     })?;
     eprintln!("tcpmon: stopped; program {program_id} detached");
     Ok(())
+}
+
+/// The agent's async runtime: one thread; the work per event is small and the kernel does the
+/// counting.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Mounts tracefs if needed and reads this kernel's tracepoint layout and struct offsets.

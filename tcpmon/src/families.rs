@@ -30,22 +30,6 @@ const SIDE_LABELS: [&str; SIDES as usize] = ["client", "server"];
 const INITIATOR_LABELS: [&str; INITIATORS as usize] = ["local", "remote", "simultaneous"];
 const KIND_LABELS: [&str; KINDS as usize] = ["fin", "reset"];
 
-/// States `tcpmon_sockets` always reports, as `ss` names them. NEW_SYN_RECV (request sockets)
-/// is counted as SYN_RECV, as `ss` shows it.
-const SOCKET_STATES: [TcpState; 11] = [
-    TcpState::Established,
-    TcpState::SynSent,
-    TcpState::SynRecv,
-    TcpState::FinWait1,
-    TcpState::FinWait2,
-    TcpState::TimeWait,
-    TcpState::Close,
-    TcpState::CloseWait,
-    TcpState::LastAck,
-    TcpState::Listen,
-    TcpState::Closing,
-];
-
 /// Name, help and label names of every family, in exposition order.
 pub const FAMILIES: [(&str, &str, &[&str]); 14] = [
     ("tcpmon_state_transitions_total", "TCP state transitions seen on sock:inet_sock_set_state.", &["family", "old_state", "new_state"]),
@@ -238,9 +222,11 @@ fn teardowns(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
     metrics
 }
 
+/// Every state but NEW_SYN_RECV (request sockets), which counts as SYN_RECV, as `ss` shows it.
 fn sockets(counts: &SocketCounts) -> Vec<Metric> {
-    SOCKET_STATES
+    TcpState::ALL
         .into_iter()
+        .filter(|state| *state != TcpState::NewSynRecv)
         .map(|state| {
             let mut n = counts.by_state[state as usize];
             if state == TcpState::SynRecv {

@@ -128,6 +128,21 @@ fn start_agent() -> anyhow::Result<(Agent, u32, SocketAddr)> {
     Ok((agent, id, addr))
 }
 
+/// A `tcpmon tail -o json` client writing to /dev/null, once the agent has counted it.
+fn start_tail(agent: SocketAddr) -> anyhow::Result<Agent> {
+    let tail = Agent(
+        Command::new("target/release/tcpmon")
+            .args(["tail", "--socket", TAIL_SOCKET, "-o", "json"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting tcpmon tail")?,
+    );
+    while metric(agent, "tcpmon_tail_clients")? < 1.0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(tail)
+}
+
 /// A metric's value from the agent's /metrics (0 when absent).
 fn metric(agent: SocketAddr, series: &str) -> anyhow::Result<f64> {
     let mut stream = TcpStream::connect(agent)?;
@@ -152,16 +167,7 @@ pub fn measure(duration: Duration) -> anyhow::Result<()> {
     let (time_after, count_after) = prog_stats(id)?;
 
     // The same storm with one tail client writing NDJSON to /dev/null.
-    let tail = Agent(
-        Command::new("target/release/tcpmon")
-            .args(["tail", "--socket", TAIL_SOCKET, "-o", "json"])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting tcpmon tail")?,
-    );
-    while metric(addr, "tcpmon_tail_clients")? < 1.0 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let tail = start_tail(addr)?;
     let (tail_time_before, tail_count_before) = prog_stats(id)?;
     let tailed = storm::run(&ns.path(), WORKERS, duration)?;
     let (tail_time_after, tail_count_after) = prog_stats(id)?;
@@ -220,16 +226,7 @@ pub fn measure(duration: Duration) -> anyhow::Result<()> {
 pub fn tail_rate(step: Duration) -> anyhow::Result<()> {
     let ns = NetNs::new()?;
     let (agent, _id, addr) = start_agent()?;
-    let tail = Agent(
-        Command::new("target/release/tcpmon")
-            .args(["tail", "--socket", TAIL_SOCKET, "-o", "json"])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting tcpmon tail")?,
-    );
-    while metric(addr, "tcpmon_tail_clients")? < 1.0 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let tail = start_tail(addr)?;
     let lost = || -> anyhow::Result<f64> {
         Ok(
             metric(addr, "tcpmon_events_dropped_total{reason=\"ringbuf_full\"}")?

@@ -113,11 +113,7 @@ fn standalone(
         .transpose()?;
     let mut probe = Probe::load(&crate::agent::probe_config(netns)?)?;
     let (ring, switch) = probe.take_tail_maps()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
+    crate::agent::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
         let mut subscription = hub.subscribe(filter);
         // The header says the probe is attached and listening.

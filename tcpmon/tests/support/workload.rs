@@ -243,14 +243,7 @@ pub fn aborted_connects(addr: SocketAddr, n: u64) {
         unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
             assert!(fd >= 0);
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*v4.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
+            let sin = sockaddr_in(v4);
             let rc = libc::connect(
                 fd,
                 (&raw const sin).cast(),
@@ -276,17 +269,21 @@ pub fn listen_with_backlog(addr: SocketAddr, backlog: i32) -> TcpListener {
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0);
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+        let sin = sockaddr_in(v4);
         let size = size_of::<libc::sockaddr_in>() as u32;
         assert_eq!(libc::bind(fd, (&raw const sin).cast(), size), 0, "bind");
         assert_eq!(libc::listen(fd, backlog), 0, "listen");
         TcpListener::from_raw_fd(fd)
+    }
+}
+
+fn sockaddr_in(addr: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
     }
 }

@@ -47,6 +47,10 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         registry
             .register(Box::new(collector))
             .context("registering the collector")?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .context("registering the process collector")?;
         let scope = match (&options.netns, netns) {
             (Some(path), Some(inode)) => {
                 format!("network namespace {} (inode {inode})", path.display())

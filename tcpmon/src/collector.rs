@@ -4,6 +4,7 @@
 use std::{
     path::PathBuf,
     sync::{atomic::Ordering, Arc, Mutex},
+    time::Instant,
 };
 
 use prometheus::{
@@ -18,6 +19,7 @@ use crate::{
     netns,
     ports::PortTable,
     probe::Probe,
+    prog_stats,
     sock_diag::{self, SocketCounts},
     tail::hub::Hub,
 };
@@ -27,6 +29,8 @@ struct State {
     probe: Probe,
     ports: PortTable,
     evicted: u64,
+    /// How long the previous collection took.
+    last_collect_seconds: f64,
 }
 
 pub struct ProbeCollector {
@@ -67,6 +71,7 @@ impl ProbeCollector {
                 probe,
                 ports,
                 evicted: 0,
+                last_collect_seconds: 0.0,
             }),
             netns,
             hub,
@@ -99,6 +104,7 @@ impl ProbeCollector {
     }
 
     fn families(&self) -> Result<Vec<MetricFamily>, Error> {
+        let started = Instant::now();
         let sockets = self.count_sockets()?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Evictions are not reported by the kernel, but every entry is inserted, deleted on
@@ -112,7 +118,8 @@ impl ProbeCollector {
         let deletes = snapshot.counters[COUNTER_TRACKED_DELETES as usize];
         let estimate = inserts.saturating_sub(deletes).saturating_sub(tracked);
         state.evicted = state.evicted.max(estimate);
-        Ok(families::build(&ScrapeInput {
+        let program = state.probe.program_stats()?;
+        let families = families::build(&ScrapeInput {
             snapshot: &snapshot,
             ports: &state.ports,
             sockets: &sockets,
@@ -120,7 +127,12 @@ impl ProbeCollector {
             evicted: state.evicted,
             dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),
             tail_clients: self.hub.subscribers(),
-        }))
+            program,
+            bpf_stats_enabled: prog_stats::stats_enabled(),
+            last_collect_seconds: state.last_collect_seconds,
+        });
+        state.last_collect_seconds = started.elapsed().as_secs_f64();
+        Ok(families)
     }
 }
 

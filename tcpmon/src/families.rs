@@ -12,6 +12,7 @@ use crate::{
     histogram,
     ports::PortTable,
     probe::Snapshot,
+    prog_stats::ProgramStats,
     sock_diag::SocketCounts,
     state::{TcpState, FAMILY_LABELS},
 };
@@ -31,7 +32,7 @@ const INITIATOR_LABELS: [&str; INITIATORS as usize] = ["local", "remote", "simul
 const KIND_LABELS: [&str; KINDS as usize] = ["fin", "reset"];
 
 /// Name, help and label names of every family, in exposition order.
-pub const FAMILIES: [(&str, &str, &[&str]); 14] = [
+pub const FAMILIES: [(&str, &str, &[&str]); 19] = [
     ("tcpmon_state_transitions_total", "TCP state transitions seen on sock:inet_sock_set_state.", &["family", "old_state", "new_state"]),
     ("tcpmon_state_duration_seconds", "Time sockets spent in a TCP state before leaving it (ESTABLISHED: connection lifetime).", &["state"]),
     ("tcpmon_state_duration_unmeasured_total", "Transitions whose time in the old state could not be measured: the socket predates the agent or was evicted (untracked), or its entry was stale after address reuse (stale_entry).", &["reason"]),
@@ -46,6 +47,11 @@ pub const FAMILIES: [(&str, &str, &[&str]); 14] = [
     ("tcpmon_events_total", "Tail events the eBPF program wrote to its ring buffer (only while a tail client is connected).", &[]),
     ("tcpmon_events_dropped_total", "Tail events lost: ringbuf_full (the kernel's ring buffer was full), client_slow (a tail client's queue was full).", &["reason"]),
     ("tcpmon_tail_clients", "tcpmon tail clients connected now.", &[]),
+    ("tcpmon_bpf_program_runs_total", "Runs of the eBPF program, counted by the kernel only while kernel.bpf_stats_enabled is 1 (see tcpmon_bpf_stats_enabled).", &[]),
+    ("tcpmon_bpf_program_run_seconds_total", "Time spent in the eBPF program, counted by the kernel only while kernel.bpf_stats_enabled is 1.", &[]),
+    ("tcpmon_bpf_program_missed_runs_total", "Transitions the kernel did not run the program for because another BPF program was running on that CPU (recursion misses): transitions tcpmon did not count.", &[]),
+    ("tcpmon_bpf_stats_enabled", "1 while kernel.bpf_stats_enabled is on and the program's run count and time are being counted; 0 otherwise.", &[]),
+    ("tcpmon_scrape_collect_duration_seconds", "How long the previous scrape took to read the kernel maps and count sockets.", &[]),
 ];
 
 /// What one scrape reads, besides the kernel maps.
@@ -58,12 +64,16 @@ pub struct ScrapeInput<'a> {
     /// Tail events dropped in userspace because a client was slow.
     pub dropped_slow: u64,
     pub tail_clients: usize,
+    pub program: ProgramStats,
+    pub bpf_stats_enabled: bool,
+    pub last_collect_seconds: f64,
 }
 
 /// The families of one scrape; a family with no series yet is left out (the text format has
 /// no way to show an empty one).
 pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
     let s = input.snapshot;
+    let p = input.program;
     let c = |slot: u32| s.counters[slot as usize] as f64;
     let all = vec![
         family(0, MetricType::COUNTER, transitions(s)),
@@ -120,6 +130,31 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             13,
             MetricType::GAUGE,
             vec![gauge(&[], input.tail_clients as f64)],
+        ),
+        family(
+            14,
+            MetricType::COUNTER,
+            vec![counter(&[], p.run_count as f64)],
+        ),
+        family(
+            15,
+            MetricType::COUNTER,
+            vec![counter(&[], p.run_time_ns as f64 / 1e9)],
+        ),
+        family(
+            16,
+            MetricType::COUNTER,
+            vec![counter(&[], p.recursion_misses as f64)],
+        ),
+        family(
+            17,
+            MetricType::GAUGE,
+            vec![gauge(&[], f64::from(u8::from(input.bpf_stats_enabled)))],
+        ),
+        family(
+            18,
+            MetricType::GAUGE,
+            vec![gauge(&[], input.last_collect_seconds)],
         ),
     ];
     all.into_iter()

@@ -6,6 +6,7 @@ use tcpmon_common::{
 };
 
 use super::*;
+use crate::prog_stats::ProgramStats;
 
 fn empty_snapshot() -> Snapshot {
     Snapshot {
@@ -27,6 +28,13 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
         evicted: 1,
         dropped_slow: 5,
         tail_clients: 2,
+        program: ProgramStats {
+            run_time_ns: 1_500_000_000,
+            run_count: 10,
+            recursion_misses: 0,
+        },
+        bpf_stats_enabled: false,
+        last_collect_seconds: 0.002,
     });
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
@@ -111,6 +119,11 @@ fn bookkeeping_series_are_always_present() {
         "tcpmon_build_info{version=\"",
         "tcpmon_events_total 0\n",
         "tcpmon_tail_clients 2\n",
+        "tcpmon_bpf_program_runs_total 10\n",
+        "tcpmon_bpf_program_run_seconds_total 1.5\n",
+        "tcpmon_bpf_program_missed_runs_total 0\n",
+        "tcpmon_bpf_stats_enabled 0\n",
+        "tcpmon_scrape_collect_duration_seconds 0.002\n",
         "tcpmon_events_dropped_total{reason=\"ringbuf_full\"} 0\n",
         "tcpmon_events_dropped_total{reason=\"client_slow\"} 5\n",
     ] {

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod ports;
 pub mod privileges;
 pub mod probe;
+pub mod prog_stats;
 pub mod sock_diag;
 pub mod state;
 pub mod tail;

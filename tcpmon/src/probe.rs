@@ -1,4 +1,6 @@
 //! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
+use std::os::fd::{AsFd, AsRawFd};
+
 use aya::{
     maps::{Array, HashMap, Map, MapData, RingBuf},
     programs::TracePoint,
@@ -15,6 +17,7 @@ use crate::{
     btf::{Btf, VMLINUX_BTF},
     error::Error,
     histogram, map_batch,
+    prog_stats::{self, ProgramStats},
     tracefs::{TracepointLayout, TRACEPOINT_CATEGORY, TRACEPOINT_NAME},
 };
 
@@ -130,6 +133,23 @@ impl Probe {
             .map_err(|e| Error::Load(format!("program info: {e:#}")))?
             .id();
         Ok(Probe { ebpf, program_id })
+    }
+
+    /// Run count, run time and recursion misses of the attached program.
+    pub fn program_stats(&self) -> Result<ProgramStats, Error> {
+        let program: &TracePoint = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| Error::Load(format!("program {PROGRAM_NAME} missing")))?
+            .try_into()
+            .map_err(|e| Error::Load(format!("{e:#}")))?;
+        let fd = program
+            .fd()
+            .map_err(|e| Error::Load(format!("program fd: {e:#}")))?;
+        prog_stats::read(&fd.as_fd().as_raw_fd()).map_err(|cause| Error::Io {
+            what: "reading the program's info".into(),
+            cause,
+        })
     }
 
     /// The kernel's id for the attached program (as `bpftool prog show` lists it).

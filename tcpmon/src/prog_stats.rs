@@ -1,0 +1,57 @@
+//! The program's own cost and misses, from `BPF_OBJ_GET_INFO_BY_FD`: run count and run time
+//! (counted only while `kernel.bpf_stats_enabled` is 1) and recursion misses (runs the kernel
+//! skipped because a BPF program was already running on that CPU: transitions tcpmon did not
+//! count). aya 0.14 does not expose the misses, so the info is read here.
+use std::{fs, io, os::fd::AsRawFd};
+
+use aya_obj::generated::bpf_prog_info;
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub run_time_ns: u64,
+    pub run_count: u64,
+    pub recursion_misses: u64,
+}
+
+/// The `info` member of `union bpf_attr`.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+pub fn read(program: &impl AsRawFd) -> io::Result<ProgramStats> {
+    // SAFETY: bpf_prog_info is plain old data; all zeroes is a valid value.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: program.as_raw_fd() as u32,
+        info_len: size_of::<bpf_prog_info>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: attr points at an info buffer of info_len bytes that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ProgramStats {
+        run_time_ns: info.run_time_ns,
+        run_count: info.run_cnt,
+        recursion_misses: info.recursion_misses,
+    })
+}
+
+/// Whether the kernel is counting run time and run count (`kernel.bpf_stats_enabled`).
+pub fn stats_enabled() -> bool {
+    fs::read_to_string(STATS_SYSCTL).is_ok_and(|v| v.trim() == "1")
+}

@@ -70,8 +70,26 @@ pub fn toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// bpftool, promtool, iproute2 and util-linux from Debian, installed when missing.
+/// kubernetes-validate (PyPI) checks the Kubernetes manifests against the Kubernetes schemas
+/// it carries, offline.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// bpftool, promtool, iproute2 and util-linux from Debian, and kubernetes-validate from PyPI,
+/// installed when missing.
 pub fn test_tools() -> anyhow::Result<()> {
+    if !succeeds("sh", &["-c", "command -v kubernetes-validate"]) {
+        run(
+            "python3",
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--root-user-action=ignore",
+                KUBERNETES_VALIDATE,
+            ],
+        )?;
+    }
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
         .filter(|(command, _)| !succeeds("sh", &["-c", &format!("command -v {command}")]))

@@ -2,6 +2,7 @@
 //! agent, both removed on drop (even when the test fails), and a scrape parser.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod artefacts;
 pub mod workload;
 
 use std::{

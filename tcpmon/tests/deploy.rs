@@ -134,3 +134,25 @@ fn the_rules_use_only_exported_metrics() {
         assert!(known.contains(&name), "{name} is not exported");
     }
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    // The unit names /usr/local/bin/tcpmon; verify a copy that points at the built binary.
+    let unit = std::fs::read_to_string(deploy("systemd/tcpmon.service")).expect("unit");
+    let unit = unit.replace(
+        "/usr/local/bin/tcpmon ",
+        &format!("{} ", env!("CARGO_BIN_EXE_tcpmon")),
+    );
+    let dir = std::env::temp_dir().join(format!("tcpmon-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tcpmon.service");
+    std::fs::write(&path, unit).expect("write unit");
+    let path = path.to_string_lossy().into_owned();
+    succeeds("systemd-analyze", &["verify", &path]);
+    // Exposure 5.0 or better on systemd's 0-10 scale (threshold is in tenths).
+    succeeds(
+        "systemd-analyze",
+        &["security", "--offline=true", "--threshold=50", &path],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,11 +8,12 @@ use anyhow::{bail, Context as _};
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
 /// Debian packages the privileged tests call: (command, package).
-const TEST_TOOLS: [(&str, &str); 4] = [
+const TEST_TOOLS: [(&str, &str); 5] = [
     ("bpftool", "bpftool"),
     ("promtool", "prometheus"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("systemd-analyze", "systemd"),
 ];
 
 fn succeeds(program: &str, args: &[&str]) -> bool {
@@ -74,7 +75,7 @@ pub fn toolchain() -> anyhow::Result<()> {
 /// it carries, offline.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
-/// bpftool, promtool, iproute2 and util-linux from Debian, and kubernetes-validate from PyPI,
+/// bpftool, promtool, iproute2, util-linux and systemd-analyze from Debian, and kubernetes-validate from PyPI,
 /// installed when missing.
 pub fn test_tools() -> anyhow::Result<()> {
     if !succeeds("sh", &["-c", "command -v kubernetes-validate"]) {

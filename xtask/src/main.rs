@@ -1,8 +1,11 @@
 //! `cargo xtask`: the commands a tcpmon developer repeats. Each installs what it needs first,
 //! idempotently, so they work on a fresh machine.
-mod cost;
+mod bench;
+mod harness;
+mod report;
 mod setup;
 mod storm;
+mod tail_rate;
 mod test;
 
 use std::process::Command;
@@ -28,11 +31,14 @@ enum Task {
     },
     /// Run the whole test suite: formatting, clippy, unit and privileged integration tests.
     Test,
-    /// Measure the eBPF program's kernel cost per transition under a connection storm.
-    Cost {
-        /// How long the storm runs.
-        #[arg(long, default_value_t = 10)]
+    /// Benchmark tcpmon against no tracing, tcpstates and bpftrace; writes docs/BENCHMARKS.md.
+    Bench {
+        /// How long each storm runs.
+        #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Interleaved pairs of runs (without tracing, with the contender) per measurement.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Measure the event rate one tail client receives without loss (paced storms).
     TailRate {
@@ -65,17 +71,17 @@ fn main() -> anyhow::Result<()> {
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             test::run()
         }
-        Task::Cost { seconds } => {
+        Task::Bench { seconds, rounds } => {
             setup::toolchain()?;
-            setup::test_tools()?;
+            setup::bench_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
-            cost::measure(std::time::Duration::from_secs(seconds))
+            bench::run(std::time::Duration::from_secs(seconds), rounds)
         }
         Task::TailRate { seconds } => {
             setup::toolchain()?;
             setup::test_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
-            cost::tail_rate(std::time::Duration::from_secs(seconds))
+            tail_rate::run(std::time::Duration::from_secs(seconds))
         }
     }
 }

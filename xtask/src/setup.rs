@@ -104,3 +104,20 @@ pub fn test_tools() -> anyhow::Result<()> {
     args.extend(&missing);
     run("apt-get", &args)
 }
+
+/// The peers `cargo xtask bench` measures tcpmon against, from Debian.
+pub fn bench_tools() -> anyhow::Result<()> {
+    test_tools()?;
+    let missing: Vec<&str> = [("tcpstates", "libbpf-tools"), ("bpftrace", "bpftrace")]
+        .iter()
+        .filter(|(command, _)| !succeeds("sh", &["-c", &format!("command -v {command}")]))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    run("apt-get", &args)
+}

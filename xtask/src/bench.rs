@@ -74,7 +74,8 @@ fn attach(contender: Contender) -> anyhow::Result<Attached> {
         Contender::TcpmonTail => {
             let (agent, _, addr) = start_agent(&[])?;
             let tail = start_tail(addr)?;
-            (vec![agent, tail], Some(addr))
+            // Dropped in order: the client first, so it does not report the agent gone.
+            (vec![tail, agent], Some(addr))
         }
         Contender::Tcpstates => (vec![quiet("tcpstates", &[])?], None),
         Contender::Bpftrace => (vec![quiet("bpftrace", &["-e", BPFTRACE])?], None),
@@ -201,7 +202,7 @@ fn scrape_latencies(ns: &NetNs) -> anyhow::Result<[(f64, f64); 2]> {
     let default = scrape_latency(addr, 200)?;
     drop(agent);
     let (agent, _, addr) = start_agent(&["--max-ports", "256"])?;
-    let listeners = storm::listeners(&ns.path(), 20_001..=20_256)?;
+    let listeners = storm::listeners(&ns.path(), 9_001..=9_256)?;
     scrape(addr)?; // discovers the listeners
     storm::one_each(&ns.path(), &listeners)?;
     let maximum = scrape_latency(addr, 200)?;

@@ -50,7 +50,7 @@ impl NetNs {
                 &ns.0,
                 "sysctl",
                 "-qw",
-                "net.ipv4.ip_local_port_range=1024 65535",
+                "net.ipv4.ip_local_port_range=10000 65535",
             ],
         )?;
         Ok(ns)

@@ -33,6 +33,8 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let netns = options.netns.as_deref().map(netns_inode).transpose()?;
     // Bind before loading, so a busy port fails fast and leaves nothing behind.
     let listener = bind(options.listen)?;
+    // The address actually bound: with port 0 the kernel picks one.
+    let serving = listener.local_addr().unwrap_or(options.listen);
     let tail_listener = tail::server::bind(&options.tail_socket)?;
     let _socket_file = tail::server::SocketFile(options.tail_socket.clone());
     let mut probe = Probe::load(&probe_config(netns)?)?;
@@ -58,8 +60,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
             _ => "all network namespaces".to_string(),
         };
         eprintln!(
-            "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving http://{}/metrics and tail socket {}",
-            options.listen,
+            "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving http://{serving}/metrics and tail socket {}",
             options.tail_socket.display()
         );
         let tail_listener = tokio::net::UnixListener::from_std(tail_listener)

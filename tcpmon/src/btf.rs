@@ -111,7 +111,10 @@ impl Btf {
                 KIND_ARRAY => at += 12,
                 KIND_ENUM | KIND_FUNC_PROTO => at += vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => at += vlen * 12,
-                _ => {}
+                // PTR, FWD, TYPEDEF, the qualifiers, FUNC, FLOAT, TYPE_TAG: nothing follows.
+                0..=KIND_ENUM64 => {}
+                // A kind this reader does not know may be followed by data of unknown size.
+                _ => return Err(format!("unknown BTF kind {kind}")),
             }
             types.push(Type {
                 kind,

@@ -94,7 +94,7 @@ pub struct TailOptions {
     pub output: OutputFormat,
 
     /// Exit after this many events (table, json) or connections (timeline).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
     /// Load a probe of its own instead of connecting to the agent (needs root).

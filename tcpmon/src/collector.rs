@@ -39,6 +39,7 @@ pub struct ProbeCollector {
     netns: Option<PathBuf>,
     /// The tail's hub, for its drop count.
     hub: Arc<Hub>,
+    collecting: Mutex<()>,
     descs: Vec<Desc>,
 }
 
@@ -75,6 +76,7 @@ impl ProbeCollector {
             }),
             netns,
             hub,
+            collecting: Mutex::new(()),
             descs,
         };
         collector.count_sockets()?;
@@ -104,6 +106,9 @@ impl ProbeCollector {
     }
 
     fn families(&self) -> Result<Vec<MetricFamily>, Error> {
+        // One collection at a time: concurrent scrapes wait instead of each walking every
+        // namespace at once.
+        let _one_at_a_time = self.collecting.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let sockets = self.count_sockets()?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -7,7 +7,7 @@ use std::{io, net::SocketAddr};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "not allowed to load eBPF programs (missing {missing}): run tcpmon as root or with sudo"
+        "not allowed to load eBPF programs and enter network namespaces (missing {missing}): run tcpmon as root or with sudo"
     )]
     NotPrivileged { missing: String },
 

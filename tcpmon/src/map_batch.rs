@@ -78,10 +78,10 @@ fn for_each(
             );
         }
         match error {
-            // ENOENT: the walk reached the end (count holds the last entries, if any).
+            // Only ENOENT ends the walk (count holds the last entries, if any): a hash map
+            // returns short batches whenever the next bucket would not fit.
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Some(e) => return Err(e),
-            None if count < batch => return Ok(()),
             None => {}
         }
         cursor_in = cursor_out;

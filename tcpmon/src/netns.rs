@@ -35,7 +35,8 @@ pub fn all() -> BTreeMap<u64, PathBuf> {
 }
 
 /// Runs `f` inside each namespace in turn, on a thread of its own (setns changes only the
-/// calling thread), and returns its results. A namespace that vanished meanwhile is skipped.
+/// calling thread), and returns its results. A path that is not a namespace any more (it
+/// vanished, or `/run/netns` holds a file whose mount is gone) is skipped.
 pub fn in_each<T: Send>(
     paths: impl IntoIterator<Item = PathBuf> + Send,
     f: impl Fn() -> io::Result<T> + Send,
@@ -48,7 +49,9 @@ pub fn in_each<T: Send>(
                     let Ok(file) = File::open(&path) else {
                         continue;
                     };
-                    enter(&file, &path)?;
+                    if enter(&file, &path).is_err() {
+                        continue;
+                    }
                     results.push(f()?);
                 }
                 Ok(results)

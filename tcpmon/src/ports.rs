@@ -33,7 +33,7 @@ impl PortTable {
         for &port in configured {
             table.insert(port);
         }
-        let wanted = table.slot_of.len() + max_discovered;
+        let wanted = table.slot_of.len().saturating_add(max_discovered);
         if wanted > MAX_LABELLED_PORTS {
             return Err(format!(
                 "--ports ({}) plus --max-ports ({max_discovered}) exceed {MAX_LABELLED_PORTS} labelled ports",

@@ -5,10 +5,15 @@ use std::fs;
 use crate::error::Error;
 
 const CAP_SYS_ADMIN: u32 = 21;
+#[cfg(test)]
 const CAP_PERFMON: u32 = 38;
+#[cfg(test)]
 const CAP_BPF: u32 = 39;
 
-/// Succeeds with CAP_SYS_ADMIN, or with CAP_BPF and CAP_PERFMON (Linux 5.8+).
+/// Succeeds with CAP_SYS_ADMIN. CAP_BPF and CAP_PERFMON would load and attach the program on
+/// Linux 5.8+, but entering other network namespaces (setns, for sock_diag) and mounting
+/// tracefs need CAP_SYS_ADMIN, so the agent asks for it up front rather than fail later with a
+/// bare EPERM.
 pub fn check() -> Result<(), Error> {
     let status = fs::read_to_string("/proc/self/status").map_err(|cause| Error::Io {
         what: "cannot read /proc/self/status".into(),
@@ -31,16 +36,7 @@ pub fn effective_capabilities(status: &str) -> Option<u64> {
 
 /// What is missing from `mask` for tcpmon's work, or `None` if nothing is.
 pub fn missing(mask: u64) -> Option<String> {
-    let has = |cap: u32| mask & (1u64 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return None;
-    }
-    let wanted: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .into_iter()
-        .filter(|(cap, _)| !has(*cap))
-        .map(|(_, name)| name)
-        .collect();
-    Some(format!("{} or CAP_SYS_ADMIN", wanted.join(" and ")))
+    (mask & (1u64 << CAP_SYS_ADMIN) == 0).then(|| "CAP_SYS_ADMIN".to_string())
 }
 
 #[cfg(test)]
@@ -55,16 +51,11 @@ mod tests {
     }
 
     #[test]
-    fn sys_admin_or_bpf_with_perfmon_suffice() {
+    fn sys_admin_is_required() {
         assert_eq!(missing(1 << CAP_SYS_ADMIN), None);
-        assert_eq!(missing((1 << CAP_BPF) | (1 << CAP_PERFMON)), None);
-        assert_eq!(
-            missing(0),
-            Some("CAP_BPF and CAP_PERFMON or CAP_SYS_ADMIN".to_string())
-        );
-        assert_eq!(
-            missing(1 << CAP_BPF),
-            Some("CAP_PERFMON or CAP_SYS_ADMIN".to_string())
-        );
+        assert_eq!(missing(u64::MAX), None);
+        let bpf_only = (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        assert_eq!(missing(bpf_only), Some("CAP_SYS_ADMIN".to_string()));
+        assert_eq!(missing(0), Some("CAP_SYS_ADMIN".to_string()));
     }
 }

@@ -103,7 +103,16 @@ pub fn parse(mut data: &[u8], counts: &mut SocketCounts) -> io::Result<bool> {
         }
         let payload = &data[NLMSG_HEADER..len];
         match kind {
-            NLMSG_DONE => return Ok(true),
+            NLMSG_DONE => {
+                // A dump that failed midway reports a negative errno here.
+                if let Some(code) = payload.get(0..4) {
+                    let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+                    if code < 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                }
+                return Ok(true);
+            }
             NLMSG_ERROR => {
                 let code = payload.get(0..4).ok_or_else(truncated)?;
                 let errno = -i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
@@ -124,7 +133,7 @@ pub fn parse(mut data: &[u8], counts: &mut SocketCounts) -> io::Result<bool> {
                 }
             }
         }
-        data = &data[len.div_ceil(4) * 4..];
+        data = data.get(len.div_ceil(4) * 4..).unwrap_or_default();
     }
     Ok(false)
 }

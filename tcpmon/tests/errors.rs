@@ -59,7 +59,7 @@ fn not_root() {
     assert_eq!(code, 1);
     assert_one_line(
         &stderr,
-        "not allowed to load eBPF programs (missing CAP_BPF and CAP_PERFMON or CAP_SYS_ADMIN): run tcpmon as root or with sudo",
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root or with sudo",
     );
 }
 

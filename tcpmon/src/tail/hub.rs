@@ -18,6 +18,8 @@ use super::{
 
 /// Events queued per subscriber before it starts losing them.
 pub const QUEUE: usize = 16_384;
+/// Events read from the ring buffer before the reader yields to other tasks.
+const DRAIN_BATCH: usize = 4_096;
 
 struct Subscriber {
     id: u64,
@@ -127,8 +129,13 @@ impl Hub {
                 return;
             };
             let ring = ready.get_inner_mut();
-            let mut batch = Vec::new();
-            while let Some(item) = ring.next() {
+            let mut batch = Vec::with_capacity(DRAIN_BATCH);
+            let mut drained = false;
+            while batch.len() < DRAIN_BATCH {
+                let Some(item) = ring.next() else {
+                    drained = true;
+                    break;
+                };
                 if item.len() >= size_of::<TailEvent>() {
                     // SAFETY: the program writes whole TailEvents; the length is checked.
                     let raw = unsafe { item.as_ptr().cast::<TailEvent>().read_unaligned() };
@@ -137,8 +144,14 @@ impl Hub {
                     }
                 }
             }
-            ready.clear_ready();
+            // A full batch leaves the descriptor ready: the next turn reads on, after other
+            // tasks (clients, scrapes) had theirs.
+            if drained {
+                ready.clear_ready();
+            }
+            drop(ready);
             self.fan_out(batch);
+            tokio::task::yield_now().await;
         }
     }
 

@@ -161,7 +161,7 @@ impl Agent {
         });
         let mut agent = Agent {
             child: Some(child),
-            addr,
+            addr: "0.0.0.0:0".parse().expect("placeholder"),
             tail_socket,
             program_id: 0,
             stderr: rx,
@@ -176,6 +176,12 @@ impl Agent {
             .and_then(|rest| rest.split(' ').next())
             .and_then(|id| id.parse().ok())
             .unwrap_or_else(|| panic!("unexpected start-up line: {line}"));
+        agent.addr = line
+            .split("serving http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in start-up line: {line}"));
         agent.startup_line = line;
         agent
     }

@@ -160,6 +160,9 @@ fn track(t: &Transition, tail: bool) -> Tracked {
     let entry = SOCKETS.get_ptr_mut(t.skaddr);
     let mut dwell_ns = None;
     let mut owner = tail::Owner::none();
+    // A stale entry (its socket's CLOSE was never seen, and the address now belongs to a new
+    // socket starting from CLOSE or LISTEN) describes another socket: start afresh.
+    let mut fresh = false;
     let (port_slot, side) = match entry {
         Some(entry) => {
             // SAFETY: the map returned a valid pointer to this socket's value.
@@ -170,11 +173,16 @@ fn track(t: &Transition, tail: bool) -> Tracked {
                 dwell_ns = Some(ns);
             } else {
                 increment(&COUNTERS, COUNTER_STALE_ENTRIES);
+                fresh = t.old == TCP_CLOSE || t.old == TCP_LISTEN;
             }
-            if tail {
-                owner = tail::Owner::of_entry(entry);
+            if fresh {
+                service_port(t)
+            } else {
+                if tail {
+                    owner = tail::Owner::of_entry(entry);
+                }
+                (u32::from(entry.port_slot), u32::from(entry.side))
             }
-            (u32::from(entry.port_slot), u32::from(entry.side))
         }
         None => {
             // New sockets start from CLOSE (connect, listen) or LISTEN (a listener's child).
@@ -219,6 +227,12 @@ fn track(t: &Transition, tail: bool) -> Tracked {
             let entry = unsafe { &mut *entry };
             entry.entered_ns = now;
             entry.state = t.new;
+            if fresh {
+                entry.port_slot = port_slot as u16;
+                entry.side = side as u16;
+                entry.pid = owner.pid;
+                entry.comm = owner.comm;
+            }
             if tail {
                 owner.store(entry);
             }

@@ -70,3 +70,33 @@ fn close_wait_sockets_are_counted_while_held_and_timed_after() {
         K as f64
     );
 }
+
+#[test]
+fn thousands_of_open_sockets_are_all_tracked_and_none_evicted() {
+    // More entries than one batch read (4,096): the socket map is walked to its end.
+    require_root();
+    const OPEN: u64 = 3_000;
+    let ns = NetNs::new();
+    let agent = Agent::start_with(&ns, &["--ports", "8080"]);
+    let (listener, clients, servers) = ns.run(|| {
+        let listener = TcpListener::bind("127.0.0.1:8080").expect("listen");
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..OPEN {
+            clients.push(TcpStream::connect("127.0.0.1:8080").expect("connect"));
+            servers.push(listener.accept().expect("accept").0);
+        }
+        (listener, clients, servers)
+    });
+    let all = (2 * OPEN + 1) as f64; // both ends of every connection, and the listener
+    let scrape = scrape_until(&agent, |s| s.get("tcpmon_tracked_sockets") == all);
+    assert_eq!(scrape.get("tcpmon_tracked_sockets"), all);
+    assert_eq!(scrape.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
+    assert_eq!(scrape.sockets()["ESTABLISHED"], 2 * OPEN);
+    assert_eq!(scrape.sockets(), ss_counts(&ns), "agrees with ss -tan");
+
+    drop((clients, servers, listener));
+    let scrape = scrape_until(&agent, |s| s.get("tcpmon_tracked_sockets") == 0.0);
+    assert_eq!(scrape.get("tcpmon_tracked_sockets"), 0.0);
+    assert_eq!(scrape.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
+}

@@ -91,10 +91,13 @@ fn total(expected: &Expected) -> u64 {
     expected.transitions.values().sum()
 }
 
-fn connections(port: u16, close: Close) -> Expected {
+fn connections(port: u16, close: Close, listeners: u64) -> Expected {
     let label = port.to_string();
     let mut e = Expected::default();
-    e.listener("inet").handshakes("inet", N, &label);
+    for _ in 0..listeners {
+        e.listener("inet");
+    }
+    e.handshakes("inet", N, &label);
     match close {
         Close::ClientReset => e.resets("inet", N, &label),
         _ => e.teardowns("inet", N, &label),
@@ -107,8 +110,8 @@ fn each_client_gets_exactly_the_events_its_filter_selects() {
     require_root();
     let ns = NetNs::new();
     let agent = Agent::start(&ns);
-    let on_8080 = connections(SERVICE_PORT, Close::ClientFirst);
-    let on_9090 = connections(9090, Close::ClientReset);
+    let on_8080 = connections(SERVICE_PORT, Close::ClientFirst, 1);
+    let on_9090 = connections(9090, Close::ClientReset, 2); // two listeners, N/2 each
     let socket = agent.tail_socket.clone();
     let count = |e: &Expected| total(e).to_string();
     let a = Tail::spawn(&[
@@ -131,12 +134,15 @@ fn each_client_gets_exactly_the_events_its_filter_selects() {
         "--count",
         &count(&on_9090),
     ]);
-    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 2.0);
+    let ready = scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 2.0);
+    assert_eq!(ready.get("tcpmon_tail_clients"), 2.0);
 
-    // The other port first: a filter letting it through would show within A's count.
+    // 9090, 8080, 9090: each client's quota spans events of the other port, so a filter that
+    // let them through would show within its --count.
     ns.run(|| {
-        workload::connections(V4, 9090, N, Close::ClientReset);
+        workload::connections(V4, 9090, N / 2, Close::ClientReset);
         workload::connections(V4, SERVICE_PORT, N, Close::ClientFirst);
+        workload::connections(V4, 9090, N / 2, Close::ClientReset);
     });
     assert_eq!(
         transitions(&a.lines_until_exit(), SERVICE_PORT),
@@ -165,7 +171,8 @@ fn a_client_that_stops_reading_is_told_what_it_missed_and_metrics_stay_exact() {
     // A client that sends its filter and then does not read.
     let mut stream = UnixStream::connect(&agent.tail_socket).expect("connect to the agent");
     stream.write_all(b"{\"ports\":[8080]}\n").expect("request");
-    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
+    let ready = scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
+    assert_eq!(ready.get("tcpmon_tail_clients"), 1.0);
 
     let mut expected = Expected::default();
     expected
@@ -240,7 +247,7 @@ fn the_tail_socket_is_root_only() {
 fn standalone_works_without_an_agent() {
     require_root();
     let ns = NetNs::new();
-    let expected = connections(SERVICE_PORT, Close::ServerFirst);
+    let expected = connections(SERVICE_PORT, Close::ServerFirst, 1);
     let path = ns.path();
     let tail = Tail::spawn(&[
         "--standalone",

@@ -96,7 +96,21 @@ fn thousands_of_open_sockets_are_all_tracked_and_none_evicted() {
     assert_eq!(scrape.sockets(), ss_counts(&ns), "agrees with ss -tan");
 
     drop((clients, servers, listener));
-    let scrape = scrape_until(&agent, |s| s.get("tcpmon_tracked_sockets") == 0.0);
-    assert_eq!(scrape.get("tcpmon_tracked_sockets"), 0.0);
+    // Closing thousands of sockets at once can lose transitions in the kernel: a timer
+    // interrupt that lands while the program runs for one close() runs its softirq (a batch of
+    // delayed ACKs) inside it, and the kernel skips the program there (recursion). The agent
+    // counts those runs; every entry left behind must be explained by one.
+    let settled = |s: &support::Scrape| {
+        s.get("tcpmon_tracked_sockets") <= s.get("tcpmon_bpf_program_missed_runs_total")
+    };
+    let scrape = scrape_until(&agent, settled);
+    let left = scrape.get("tcpmon_tracked_sockets");
+    let missed = scrape.get("tcpmon_bpf_program_missed_runs_total");
+    assert!(left <= missed, "{left} entries left, {missed} runs missed");
+    if missed == 0.0 {
+        assert_eq!(left, 0.0);
+    } else {
+        eprintln!("{missed} runs missed by the kernel, {left} entries left for the LRU");
+    }
     assert_eq!(scrape.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
 }

@@ -1,8 +1,6 @@
 //! A minimal reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`): just enough to find the
 //! byte offset of a nested struct member, which the eBPF program then reads with
 //! `bpf_probe_read_kernel`. Offsets differ between kernels and configs; BTF is the truth.
-use std::collections::HashMap;
-
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xeb9f;
@@ -22,27 +20,26 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-#[derive(Debug)]
-struct Member {
-    name: String,
-    type_id: u32,
-    bit_offset: u32,
-}
-
-#[derive(Debug)]
+/// One type, as offsets into the blob: nothing is copied, so parsing the kernel's 5 MB of BTF
+/// costs little more memory than the file itself.
+#[derive(Clone, Copy, Debug)]
 struct Type {
     kind: u32,
-    name: String,
+    kind_flag: bool,
+    name_offset: u32,
     /// For typedefs and modifiers: the type they refer to.
     referenced: u32,
-    members: Vec<Member>,
+    /// For structs and unions: where their members start in the blob, and how many.
+    members_at: usize,
+    vlen: usize,
 }
 
-/// The structs, unions and type aliases of a BTF blob, by type id.
+/// The types of a BTF blob, by type id.
 #[derive(Debug)]
-pub struct Btf {
+pub struct Btf<'a> {
+    data: &'a [u8],
+    strings: &'a [u8],
     types: Vec<Type>,
-    structs_by_name: HashMap<String, u32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, String> {
@@ -51,9 +48,9 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, String> {
         .ok_or_else(|| format!("truncated at byte {at}"))
 }
 
-impl Btf {
+impl<'a> Btf<'a> {
     /// Parses a little-endian BTF blob.
-    pub fn parse(data: &[u8]) -> Result<Btf, String> {
+    pub fn parse(data: &'a [u8]) -> Result<Btf<'a>, String> {
         let magic = data.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if magic != Some(MAGIC) {
             return Err("not a little-endian BTF blob (bad magic)".into());
@@ -66,44 +63,31 @@ impl Btf {
         let strings = data
             .get(str_start..str_end)
             .ok_or("string section out of bounds")?;
-        let name = |offset: u32| -> String {
-            let tail = strings.get(offset as usize..).unwrap_or_default();
-            let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-            String::from_utf8_lossy(&tail[..end]).into_owned()
-        };
 
         // Type id 0 is `void`.
-        let mut types = vec![Type {
+        let void = Type {
             kind: 0,
-            name: String::new(),
+            kind_flag: false,
+            name_offset: 0,
             referenced: 0,
-            members: Vec::new(),
-        }];
+            members_at: 0,
+            vlen: 0,
+        };
+        let mut types = vec![void];
         let mut at = type_start;
         while at < type_end {
             let name_offset = u32_at(data, at)?;
             let info = u32_at(data, at + 4)?;
-            let size_or_type = u32_at(data, at + 8)?;
+            let referenced = u32_at(data, at + 8)?;
             at += 12;
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
-            let kind_flag = info >> 31 == 1;
-            let mut members = Vec::new();
+            let members_at = at;
             match kind {
                 KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let m = at + i * 12;
-                        let offset = u32_at(data, m + 8)?;
-                        members.push(Member {
-                            name: name(u32_at(data, m)?),
-                            type_id: u32_at(data, m + 4)?,
-                            // With kind_flag, the top 8 bits hold a bitfield's size.
-                            bit_offset: if kind_flag {
-                                offset & 0xff_ffff
-                            } else {
-                                offset
-                            },
-                        });
+                    // The last member must be in the blob.
+                    if vlen > 0 {
+                        u32_at(data, at + vlen * 12 - 4)?;
                     }
                     at += vlen * 12;
                 }
@@ -118,36 +102,41 @@ impl Btf {
             }
             types.push(Type {
                 kind,
-                name: name(name_offset),
-                referenced: size_or_type,
-                members,
+                kind_flag: info >> 31 == 1,
+                name_offset,
+                referenced,
+                members_at,
+                vlen,
             });
         }
-        let structs_by_name = types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.kind == KIND_STRUCT && !t.name.is_empty())
-            .map(|(id, t)| (t.name.clone(), id as u32))
-            .rev() // the first definition of a name wins
-            .collect();
         Ok(Btf {
+            data,
+            strings,
             types,
-            structs_by_name,
         })
+    }
+
+    /// The name at `offset` in the string section.
+    fn name(&self, offset: u32) -> &'a [u8] {
+        let tail = self.strings.get(offset as usize..).unwrap_or_default();
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        &tail[..end]
     }
 
     /// Byte offset of `path` (member names, outermost first) inside `struct <root>`.
     /// Members of anonymous structs and unions are found as if they were direct members,
     /// as in C.
     pub fn member_offset(&self, root: &str, path: &[&str]) -> Result<u32, String> {
-        let mut type_id = *self
-            .structs_by_name
-            .get(root)
-            .ok_or_else(|| format!("struct {root} not in BTF"))?;
+        // The first struct of that name, as the kernel's own BTF lookups do.
+        let mut type_id = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_offset) == root.as_bytes())
+            .ok_or_else(|| format!("struct {root} not in BTF"))? as u32;
         let mut bits = 0u32;
         for name in path {
             let (member_bits, member_type) = self
-                .find_member(type_id, name)
+                .find_member(type_id, name.as_bytes())
                 .ok_or_else(|| format!("struct {root} has no member path {}", path.join(".")))?;
             bits += member_bits;
             type_id = member_type;
@@ -159,17 +148,27 @@ impl Btf {
     }
 
     /// (bit offset, type id) of member `name` of the struct or union `type_id`.
-    fn find_member(&self, type_id: u32, name: &str) -> Option<(u32, u32)> {
-        let composite = self.types.get(self.resolve(type_id) as usize)?;
+    fn find_member(&self, type_id: u32, name: &[u8]) -> Option<(u32, u32)> {
+        let composite = *self.types.get(self.resolve(type_id) as usize)?;
         if composite.kind != KIND_STRUCT && composite.kind != KIND_UNION {
             return None;
         }
-        composite.members.iter().find_map(|m| {
-            if m.name == name {
-                Some((m.bit_offset, m.type_id))
-            } else if m.name.is_empty() {
-                self.find_member(m.type_id, name)
-                    .map(|(bits, id)| (m.bit_offset + bits, id))
+        (0..composite.vlen).find_map(|i| {
+            let m = composite.members_at + i * 12;
+            let member_name = self.name(u32_at(self.data, m).ok()?);
+            let member_type = u32_at(self.data, m + 4).ok()?;
+            let offset = u32_at(self.data, m + 8).ok()?;
+            // With kind_flag, the top 8 bits hold a bitfield's size.
+            let bit_offset = if composite.kind_flag {
+                offset & 0xff_ffff
+            } else {
+                offset
+            };
+            if member_name == name {
+                Some((bit_offset, member_type))
+            } else if member_name.is_empty() {
+                self.find_member(member_type, name)
+                    .map(|(bits, id)| (bit_offset + bits, id))
             } else {
                 None
             }

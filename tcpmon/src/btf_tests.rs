@@ -52,7 +52,8 @@ fn sample_blob() -> Vec<u8> {
 
 #[test]
 fn finds_direct_nested_and_anonymous_members() {
-    let btf = Btf::parse(&sample_blob()).expect("parses");
+    let blob = sample_blob();
+    let btf = Btf::parse(&blob).expect("parses");
     assert_eq!(btf.member_offset("outer", &["a"]), Ok(0));
     assert_eq!(btf.member_offset("outer", &["b"]), Ok(8));
     assert_eq!(btf.member_offset("outer", &["in", "y"]), Ok(16));
@@ -62,7 +63,8 @@ fn finds_direct_nested_and_anonymous_members() {
 
 #[test]
 fn says_what_is_missing() {
-    let btf = Btf::parse(&sample_blob()).expect("parses");
+    let blob = sample_blob();
+    let btf = Btf::parse(&blob).expect("parses");
     assert_eq!(
         btf.member_offset("outer", &["in", "z"]),
         Err("struct outer has no member path in.z".to_string())

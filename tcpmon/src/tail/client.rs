@@ -112,6 +112,7 @@ fn standalone(
         .map(crate::agent::netns_inode)
         .transpose()?;
     let mut probe = Probe::load(&crate::agent::probe_config(netns)?)?;
+    crate::agent::release_startup_memory();
     let (ring, switch) = probe.take_tail_maps()?;
     crate::agent::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;

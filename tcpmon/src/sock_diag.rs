@@ -87,7 +87,7 @@ fn request(family: u8) -> [u8; 72] {
     msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     msg[16] = family;
     msg[17] = libc::IPPROTO_TCP as u8;
-    let states = u32::MAX & !(1 << TCP_TIME_WAIT);
+    let states: u32 = !(1 << TCP_TIME_WAIT);
     msg[20..24].copy_from_slice(&states.to_ne_bytes());
     msg
 }

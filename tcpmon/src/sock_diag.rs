@@ -54,10 +54,19 @@ impl Drop for Netlink {
 /// count (`/proc/net/sockstat`, "tw") covers every mini-socket; those still in the FIN_WAIT2
 /// substate are dumped (as `ss` shows them, in FIN_WAIT2) and taken out of it.
 pub fn count_tcp_sockets() -> io::Result<SocketCounts> {
-    let mut counts = SocketCounts::default();
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        dump(family, &mut counts)?;
-    }
+    // Each dump walks the whole established hash (both families share it): run the two at
+    // once. A thread starts in its creator's network namespace, so both count this one.
+    let dump_one = |family: i32| {
+        let mut counts = SocketCounts::default();
+        dump(family as u8, &mut counts).map(|()| counts)
+    };
+    let (v4, v6) = std::thread::scope(|scope| {
+        let v6 = scope.spawn(|| dump_one(libc::AF_INET6));
+        let v4 = dump_one(libc::AF_INET);
+        (v4, v6.join())
+    });
+    let mut counts = v4?;
+    counts.add(&v6.map_err(|_| io::Error::other("IPv6 socket dump panicked"))??);
     let sockstat = std::fs::read_to_string("/proc/thread-self/net/sockstat")?;
     let mini_sockets = time_wait_count(&sockstat)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no TCP tw count in sockstat"))?;

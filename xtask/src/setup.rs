@@ -91,7 +91,12 @@ pub fn test_tools() -> anyhow::Result<()> {
             ],
         )?;
     }
-    let missing: Vec<&str> = TEST_TOOLS
+    install_missing(&TEST_TOOLS)
+}
+
+/// Installs, from Debian, the package of every (command, package) whose command is missing.
+fn install_missing(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
         .iter()
         .filter(|(command, _)| !succeeds("sh", &["-c", &format!("command -v {command}")]))
         .map(|(_, package)| *package)
@@ -108,16 +113,5 @@ pub fn test_tools() -> anyhow::Result<()> {
 /// The peers `cargo xtask bench` measures tcpmon against, from Debian.
 pub fn bench_tools() -> anyhow::Result<()> {
     test_tools()?;
-    let missing: Vec<&str> = [("tcpstates", "libbpf-tools"), ("bpftrace", "bpftrace")]
-        .iter()
-        .filter(|(command, _)| !succeeds("sh", &["-c", &format!("command -v {command}")]))
-        .map(|(_, package)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    run("apt-get", &["update", "-q"])?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(&missing);
-    run("apt-get", &args)
+    install_missing(&[("tcpstates", "libbpf-tools"), ("bpftrace", "bpftrace")])
 }

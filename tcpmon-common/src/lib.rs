@@ -121,7 +121,8 @@ const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
 /// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
 pub const DWELL_UNKNOWN: u64 = u64::MAX;
 
-/// Capacity of [`MAP_SOCKETS`]: live TCP sockets tracked at once (TIME_WAIT is not tracked).
+/// Default capacity of [`MAP_SOCKETS`]: live TCP sockets tracked at once (TIME_WAIT is not
+/// tracked); `tcpmon agent --max-tracked-sockets` changes it at load time.
 pub const MAX_TRACKED_SOCKETS: u32 = 65_536;
 
 /// [`MAP_COUNTERS`] slots.

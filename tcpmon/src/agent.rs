@@ -37,7 +37,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let serving = listener.local_addr().unwrap_or(options.listen);
     let tail_listener = tail::server::bind(&options.tail_socket)?;
     let _socket_file = tail::server::SocketFile(options.tail_socket.clone());
-    let mut probe = Probe::load(&probe_config(netns)?)?;
+    let mut probe = Probe::load(&probe_config(netns, options.max_tracked_sockets)?)?;
     release_startup_memory();
     let program_id = probe.program_id();
     let (ring, switch) = probe.take_tail_maps()?;
@@ -96,12 +96,13 @@ pub fn release_startup_memory() {
 }
 
 /// Mounts tracefs if needed and reads this kernel's tracepoint layout and struct offsets.
-pub fn probe_config(netns: Option<u32>) -> Result<ProbeConfig, Error> {
+pub fn probe_config(netns: Option<u32>, max_tracked_sockets: u32) -> Result<ProbeConfig, Error> {
     tracefs::ensure_mounted()?;
     Ok(ProbeConfig {
         layout: tracefs::read_layout()?,
         offsets: KernelOffsets::from_vmlinux()?,
         netns,
+        max_tracked_sockets,
     })
 }
 

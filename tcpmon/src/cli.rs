@@ -48,6 +48,13 @@ pub struct AgentOptions {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_ports: usize,
 
+    /// Capacity of the kernel's per-socket map (about 100 bytes each). Sockets beyond it evict
+    /// the least recently used entries (counted in tcpmon_tracked_sockets_evicted_total): their
+    /// dwell times go unmeasured, every counter stays exact.
+    #[arg(long, value_name = "N", default_value_t = tcpmon_common::MAX_TRACKED_SOCKETS,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_tracked_sockets: u32,
+
     /// Unix socket (mode 0600) where `tcpmon tail` connects.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub tail_socket: PathBuf,

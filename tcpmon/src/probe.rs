@@ -68,6 +68,8 @@ pub struct ProbeConfig {
     pub offsets: KernelOffsets,
     /// Inode of the only network namespace to count; `None` counts all of them.
     pub netns: Option<u32>,
+    /// Capacity of the per-socket map.
+    pub max_tracked_sockets: u32,
 }
 
 /// The loaded and attached program. Dropping it detaches and unloads everything.
@@ -115,6 +117,7 @@ impl Probe {
             .override_global("NET_INUM_OFFSET", &config.offsets.net_inum, true)
             .override_global("SK_ERR_OFFSET", &config.offsets.sk_err, true)
             .override_global("SRTT_OFFSET", &config.offsets.srtt, true)
+            .map_max_entries(MAP_SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
         let program: &mut TracePoint = ebpf

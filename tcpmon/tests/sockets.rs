@@ -114,3 +114,69 @@ fn thousands_of_open_sockets_are_all_tracked_and_none_evicted() {
     }
     assert_eq!(scrape.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
 }
+
+#[test]
+fn a_full_socket_map_evicts_counts_it_and_keeps_every_counter_exact() {
+    require_root();
+    const OPEN: u64 = 1_500;
+    const CAPACITY: f64 = 1_024.0;
+    let ns = NetNs::new();
+    let agent = Agent::start_with(&ns, &["--ports", "8080", "--max-tracked-sockets", "1024"]);
+    let (listener, clients, servers) = ns.run(|| {
+        let listener = TcpListener::bind("127.0.0.1:8080").expect("listen");
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..OPEN {
+            clients.push(TcpStream::connect("127.0.0.1:8080").expect("connect"));
+            servers.push(listener.accept().expect("accept").0);
+        }
+        (listener, clients, servers)
+    });
+    // Every socket got an entry once (both ends of each connection, and the listener); the
+    // map holds at most its capacity, and every entry it lost is counted as evicted.
+    let inserted = (2 * OPEN + 1) as f64;
+    let scrape = scrape_until(&agent, |s| {
+        s.get("tcpmon_tracked_sockets") + s.get("tcpmon_tracked_sockets_evicted_total") == inserted
+    });
+    let tracked = scrape.get("tcpmon_tracked_sockets");
+    let evicted = scrape.get("tcpmon_tracked_sockets_evicted_total");
+    assert!(
+        tracked <= CAPACITY,
+        "{tracked} entries in a map of {CAPACITY}"
+    );
+    assert_eq!(
+        tracked + evicted,
+        inserted,
+        "tracked {tracked}, evicted {evicted}"
+    );
+    // Counters do not depend on the map: every handshake is there.
+    let handshakes = |side: &str| {
+        scrape.get(&format!(
+            "tcpmon_handshakes_total{{side=\"{side}\",result=\"established\",port=\"8080\"}}"
+        ))
+    };
+    assert_eq!(handshakes("client"), OPEN as f64);
+    assert_eq!(handshakes("server"), OPEN as f64);
+
+    // Closing: the evicted sockets' transitions are counted, their dwell is not (untracked).
+    drop((clients, servers, listener));
+    let teardowns = |s: &support::Scrape| {
+        s.by_labels("tcpmon_teardowns_total", &["initiator", "kind"])
+            .values()
+            .sum::<u64>()
+    };
+    let missed = |s: &support::Scrape| s.get("tcpmon_bpf_program_missed_runs_total");
+    let scrape = scrape_until(&agent, |s| teardowns(s) == 2 * OPEN || missed(s) > 0.0);
+    if missed(&scrape) == 0.0 {
+        assert_eq!(teardowns(&scrape), 2 * OPEN, "every teardown counted");
+        let untracked = scrape.get("tcpmon_state_duration_unmeasured_total{reason=\"untracked\"}");
+        assert!(
+            untracked > 0.0,
+            "evicted sockets' dwell times are unmeasured"
+        );
+        // A closing socket without an entry gets a new one (FIN_WAIT1, CLOSE_WAIT, ...), which
+        // may evict again: the count only grows.
+        let evicted_after = scrape.get("tcpmon_tracked_sockets_evicted_total");
+        assert!(evicted_after >= evicted, "{evicted_after} < {evicted}");
+    }
+}

@@ -111,7 +111,8 @@ fn standalone(
         .as_deref()
         .map(crate::agent::netns_inode)
         .transpose()?;
-    let mut probe = Probe::load(&crate::agent::probe_config(netns)?)?;
+    let max = tcpmon_common::MAX_TRACKED_SOCKETS;
+    let mut probe = Probe::load(&crate::agent::probe_config(netns, max)?)?;
     crate::agent::release_startup_memory();
     let (ring, switch) = probe.take_tail_maps()?;
     crate::agent::runtime()?.block_on(async {

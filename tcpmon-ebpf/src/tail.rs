@@ -1,6 +1,7 @@
 //! Tail events: one per transition while a `tcpmon tail` client is connected, with the process
 //! that owns the socket carried from the transitions that run in its context.
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf},
     programs::TracePointContext,
     EbpfContext,
@@ -15,6 +16,9 @@ use crate::{
     record::global,
     Tracked, Transition, TP_DADDR, TP_DADDR_V6, TP_SADDR, TP_SADDR_V6,
 };
+
+/// Unread bytes in the ring buffer at which the agent is woken: about 680 events.
+const WAKEUP_BYTES: u64 = 64 * 1024;
 
 /// Whether a tail client is connected.
 #[inline(always)]
@@ -122,7 +126,15 @@ pub fn emit(ctx: &TracePointContext, t: &Transition, tracked: &Tracked) {
             read_into(base, global(&TP_DADDR_V6), &mut (*event).daddr);
         }
     }
-    entry.submit(0);
+    // Wake the agent only once a batch has piled up: a wake-up per event (the ring buffer's
+    // default whenever the reader has caught up) costs an irq_work and a context switch each.
+    // The agent also polls every few milliseconds, so a quiet stream is not held back.
+    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(flags));
     increment(&COUNTERS, COUNTER_EVENTS);
 }
 

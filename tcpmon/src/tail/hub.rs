@@ -20,6 +20,26 @@ use super::{
 pub const QUEUE: usize = 16_384;
 /// Events read from the ring buffer before the reader yields to other tasks.
 const DRAIN_BATCH: usize = 4_096;
+/// How often the reader looks for events the program did not wake it for.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Up to [`DRAIN_BATCH`] events from the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, realtime_offset: i128) -> Vec<Event> {
+    let mut batch = Vec::with_capacity(DRAIN_BATCH);
+    while batch.len() < DRAIN_BATCH {
+        let Some(item) = ring.next() else {
+            break;
+        };
+        if item.len() >= size_of::<TailEvent>() {
+            // SAFETY: the program writes whole TailEvents; the length is checked.
+            let raw = unsafe { item.as_ptr().cast::<TailEvent>().read_unaligned() };
+            if let Some(event) = Event::from_kernel(&raw, realtime_offset) {
+                batch.push(event);
+            }
+        }
+    }
+    batch
+}
 
 struct Subscriber {
     id: u64,
@@ -123,30 +143,27 @@ impl Hub {
 
     async fn read(self: Arc<Hub>, mut ring: AsyncFd<RingBuf<MapData>>) {
         let offset = realtime_offset_ns();
+        // The program wakes the reader only once a batch has piled up (see tcpmon-ebpf's
+        // tail.rs); this tick picks up the rest.
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Ok(mut ready) = ring.readable_mut().await else {
+            let ready = tokio::select! {
+                ready = ring.readable_mut() => ready,
+                _ = tick.tick() => {
+                    let batch = drain(ring.get_mut(), offset);
+                    self.fan_out(batch);
+                    continue;
+                }
+            };
+            let Ok(mut ready) = ready else {
                 eprintln!("tcpmon: tail: the event ring buffer cannot be polled");
                 return;
             };
-            let ring = ready.get_inner_mut();
-            let mut batch = Vec::with_capacity(DRAIN_BATCH);
-            let mut drained = false;
-            while batch.len() < DRAIN_BATCH {
-                let Some(item) = ring.next() else {
-                    drained = true;
-                    break;
-                };
-                if item.len() >= size_of::<TailEvent>() {
-                    // SAFETY: the program writes whole TailEvents; the length is checked.
-                    let raw = unsafe { item.as_ptr().cast::<TailEvent>().read_unaligned() };
-                    if let Some(event) = Event::from_kernel(&raw, offset) {
-                        batch.push(event);
-                    }
-                }
-            }
+            let batch = drain(ready.get_inner_mut(), offset);
             // A full batch leaves the descriptor ready: the next turn reads on, after other
             // tasks (clients, scrapes) had theirs.
-            if drained {
+            if batch.len() < DRAIN_BATCH {
                 ready.clear_ready();
             }
             drop(ready);
@@ -156,6 +173,9 @@ impl Hub {
     }
 
     fn fan_out(&self, batch: Vec<Event>) {
+        if batch.is_empty() {
+            return;
+        }
         let subscribers = self.lock();
         for event in batch {
             for s in subscribers.iter().filter(|s| s.filter.matches(&event)) {

@@ -17,8 +17,10 @@ use crate::{
     Tracked, Transition, TP_DADDR, TP_DADDR_V6, TP_SADDR, TP_SADDR_V6,
 };
 
-/// Unread bytes in the ring buffer at which the agent is woken: about 680 events.
+/// Unread bytes in the ring buffer at which the agent is woken: about 630 events.
 const WAKEUP_BYTES: u64 = 64 * 1024;
+/// A TailEvent in the ring buffer: 8 bytes of record header, then the event.
+const RECORD_BYTES: u64 = 8 + core::mem::size_of::<TailEvent>() as u64;
 
 /// Whether a tail client is connected.
 #[inline(always)]
@@ -129,7 +131,11 @@ pub fn emit(ctx: &TracePointContext, t: &Transition, tracked: &Tracked) {
     // Wake the agent only once a batch has piled up: a wake-up per event (the ring buffer's
     // default whenever the reader has caught up) costs an irq_work and a context switch each.
     // The agent also polls every few milliseconds, so a quiet stream is not held back.
-    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+    // Once per WAKEUP_BYTES of unread data: when this event's bytes cross a multiple of it
+    // (the reserved record counts as available, header included).
+    let avail = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let before = avail.saturating_sub(RECORD_BYTES);
+    let flags = if avail / WAKEUP_BYTES != before / WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

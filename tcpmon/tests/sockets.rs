@@ -71,6 +71,20 @@ fn close_wait_sockets_are_counted_while_held_and_timed_after() {
     );
 }
 
+/// A listener on port 8080 in `ns` and `n` established connections to it, all kept open.
+fn hold_open(ns: &NetNs, n: u64) -> (TcpListener, Vec<TcpStream>, Vec<TcpStream>) {
+    ns.run(|| {
+        let listener = TcpListener::bind("127.0.0.1:8080").expect("listen");
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..n {
+            clients.push(TcpStream::connect("127.0.0.1:8080").expect("connect"));
+            servers.push(listener.accept().expect("accept").0);
+        }
+        (listener, clients, servers)
+    })
+}
+
 #[test]
 fn thousands_of_open_sockets_are_all_tracked_and_none_evicted() {
     // More entries than one batch read (4,096): the socket map is walked to its end.
@@ -78,16 +92,7 @@ fn thousands_of_open_sockets_are_all_tracked_and_none_evicted() {
     const OPEN: u64 = 3_000;
     let ns = NetNs::new();
     let agent = Agent::start_with(&ns, &["--ports", "8080"]);
-    let (listener, clients, servers) = ns.run(|| {
-        let listener = TcpListener::bind("127.0.0.1:8080").expect("listen");
-        let mut clients = Vec::new();
-        let mut servers = Vec::new();
-        for _ in 0..OPEN {
-            clients.push(TcpStream::connect("127.0.0.1:8080").expect("connect"));
-            servers.push(listener.accept().expect("accept").0);
-        }
-        (listener, clients, servers)
-    });
+    let (listener, clients, servers) = hold_open(&ns, OPEN);
     let all = (2 * OPEN + 1) as f64; // both ends of every connection, and the listener
     let scrape = scrape_until(&agent, |s| s.get("tcpmon_tracked_sockets") == all);
     assert_eq!(scrape.get("tcpmon_tracked_sockets"), all);
@@ -122,16 +127,7 @@ fn a_full_socket_map_evicts_counts_it_and_keeps_every_counter_exact() {
     const CAPACITY: f64 = 1_024.0;
     let ns = NetNs::new();
     let agent = Agent::start_with(&ns, &["--ports", "8080", "--max-tracked-sockets", "1024"]);
-    let (listener, clients, servers) = ns.run(|| {
-        let listener = TcpListener::bind("127.0.0.1:8080").expect("listen");
-        let mut clients = Vec::new();
-        let mut servers = Vec::new();
-        for _ in 0..OPEN {
-            clients.push(TcpStream::connect("127.0.0.1:8080").expect("connect"));
-            servers.push(listener.accept().expect("accept").0);
-        }
-        (listener, clients, servers)
-    });
+    let (listener, clients, servers) = hold_open(&ns, OPEN);
     // Every socket got an entry once (both ends of each connection, and the listener); the
     // map holds at most its capacity, and every entry it lost is counted as evicted.
     let inserted = (2 * OPEN + 1) as f64;

@@ -9,7 +9,10 @@ use std::sync::{
 
 use aya::maps::{Array, MapData, RingBuf};
 use tcpmon_common::TailEvent;
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, Notify},
+};
 
 use super::{
     event::{realtime_offset_ns, Event},
@@ -73,6 +76,8 @@ pub struct Hub {
     subscribers: Mutex<Vec<Subscriber>>,
     next_id: AtomicU64,
     switch: Mutex<Array<MapData, u32>>,
+    /// Wakes the reader when the first subscriber arrives, so it starts polling.
+    first_subscriber: Notify,
     /// Events dropped because a subscriber's queue was full (all subscribers).
     pub dropped_slow: AtomicU64,
 }
@@ -84,6 +89,7 @@ impl Hub {
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             switch: Mutex::new(switch),
+            first_subscriber: Notify::new(),
             dropped_slow: AtomicU64::new(0),
         });
         // SAFETY: the ring buffer owns its descriptor and keeps it open for as long as the
@@ -108,6 +114,7 @@ impl Hub {
         });
         if subscribers.len() == 1 {
             self.set_switch(true);
+            self.first_subscriber.notify_one();
         }
         Subscription {
             events,
@@ -148,12 +155,20 @@ impl Hub {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let ready = tokio::select! {
-                ready = ring.readable_mut() => ready,
-                _ = tick.tick() => {
-                    let batch = drain(ring.get_mut(), offset);
-                    self.fan_out(batch);
-                    continue;
+            // Poll only while someone listens: an idle agent sleeps until the first client.
+            let ready = if self.subscribers() == 0 {
+                tokio::select! {
+                    ready = ring.readable_mut() => ready,
+                    _ = self.first_subscriber.notified() => continue,
+                }
+            } else {
+                tokio::select! {
+                    ready = ring.readable_mut() => ready,
+                    _ = tick.tick() => {
+                        let batch = drain(ring.get_mut(), offset);
+                        self.fan_out(batch);
+                        continue;
+                    }
                 }
             };
             let Ok(mut ready) = ready else {

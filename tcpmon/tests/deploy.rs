@@ -39,9 +39,12 @@ fn promtool_accepts_the_rules_config_and_rule_tests() {
 fn kubernetes_manifests_validate_offline() {
     // kubernetes-validate (PyPI) carries the Kubernetes schemas; it has none for the
     // ServiceMonitor CRD, which is checked below for the fields the operator needs.
+    // As a module: a pip-installed script may not be on PATH (pyenv shims need a rehash).
     succeeds(
-        "kubernetes-validate",
+        "python3",
         &[
+            "-m",
+            "kubernetes_validate",
             "--strict",
             &deploy("kubernetes/daemonset.yaml"),
             &deploy("kubernetes/service.yaml"),

@@ -78,7 +78,7 @@ const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 /// bpftool, promtool, iproute2, util-linux and systemd-analyze from Debian, and kubernetes-validate from PyPI,
 /// installed when missing.
 pub fn test_tools() -> anyhow::Result<()> {
-    if !succeeds("sh", &["-c", "command -v kubernetes-validate"]) {
+    if !succeeds("python3", &["-c", "import kubernetes_validate"]) {
         run(
             "python3",
             &[

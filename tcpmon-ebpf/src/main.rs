@@ -157,6 +157,14 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 fn track(t: &Transition, tail: bool) -> Tracked {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    // A socket starting its life (connect, listen, a listener's child) almost never has an
+    // entry: insert straight away and skip the lookup. An entry that is there after all (a
+    // CLOSE never seen) makes the insert fail, and the full path below handles it.
+    if (t.old == TCP_CLOSE || t.old == TCP_LISTEN) && t.new != TCP_CLOSE {
+        if let Some(tracked) = track_new(t, tail, now) {
+            return tracked;
+        }
+    }
     let entry = SOCKETS.get_ptr_mut(t.skaddr);
     let mut dwell_ns = None;
     let mut owner = tail::Owner::none();
@@ -260,6 +268,35 @@ fn track(t: &Transition, tail: bool) -> Tracked {
         sk_err,
         owner,
     }
+}
+
+/// Inserts the entry of a socket starting its life; `None` if one was already there.
+#[inline(always)]
+fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
+    let (port_slot, side) = service_port(t);
+    let owner = if tail && tail::in_process_context(t) {
+        tail::Owner::current()
+    } else {
+        tail::Owner::none()
+    };
+    let entry = SocketEntry {
+        entered_ns: now,
+        pid: owner.pid,
+        comm: owner.comm,
+        state: t.new,
+        port_slot: port_slot as u16,
+        side: side as u16,
+    };
+    SOCKETS
+        .insert(t.skaddr, entry, u64::from(BPF_NOEXIST))
+        .ok()?;
+    increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
+    // CLOSE -> SYN_SENT, CLOSE -> LISTEN, LISTEN -> SYN_RECV conclude nothing.
+    Some(Tracked {
+        dwell_ns: None,
+        sk_err: 0,
+        owner,
+    })
 }
 
 /// Records how long an established handshake took: the client's SYN_SENT dwell, or the

@@ -246,20 +246,7 @@ fn track(t: &Transition, tail: bool) -> Tracked {
             }
         }
         None if t.new != TCP_CLOSE => {
-            let entry = SocketEntry {
-                entered_ns: now,
-                pid: owner.pid,
-                comm: owner.comm,
-                state: t.new,
-                port_slot: port_slot as u16,
-                side: side as u16,
-            };
-            if SOCKETS
-                .insert(t.skaddr, entry, u64::from(BPF_NOEXIST))
-                .is_ok()
-            {
-                increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
-            }
+            insert(t, now, port_slot, side, &owner);
         }
         None => {}
     }
@@ -268,6 +255,27 @@ fn track(t: &Transition, tail: bool) -> Tracked {
         sk_err,
         owner,
     }
+}
+
+/// Puts a new entry for the socket in `t.new`, unless one is there; counts and says whether it
+/// did.
+#[inline(always)]
+fn insert(t: &Transition, now: u64, port_slot: u32, side: u32, owner: &tail::Owner) -> bool {
+    let entry = SocketEntry {
+        entered_ns: now,
+        pid: owner.pid,
+        comm: owner.comm,
+        state: t.new,
+        port_slot: port_slot as u16,
+        side: side as u16,
+    };
+    let inserted = SOCKETS
+        .insert(t.skaddr, entry, u64::from(BPF_NOEXIST))
+        .is_ok();
+    if inserted {
+        increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
+    }
+    inserted
 }
 
 /// Inserts the entry of a socket starting its life; `None` if one was already there.
@@ -279,18 +287,9 @@ fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
     } else {
         tail::Owner::none()
     };
-    let entry = SocketEntry {
-        entered_ns: now,
-        pid: owner.pid,
-        comm: owner.comm,
-        state: t.new,
-        port_slot: port_slot as u16,
-        side: side as u16,
-    };
-    SOCKETS
-        .insert(t.skaddr, entry, u64::from(BPF_NOEXIST))
-        .ok()?;
-    increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
+    if !insert(t, now, port_slot, side, &owner) {
+        return None;
+    }
     // CLOSE -> SYN_SENT, CLOSE -> LISTEN, LISTEN -> SYN_RECV conclude nothing.
     Some(Tracked {
         dwell_ns: None,

@@ -68,6 +68,48 @@ impl NetNs {
         );
     }
 
+    /// What the kernel says about this namespace when counters disagree with a workload:
+    /// sockets not yet in TIME_WAIT or LISTEN (a retransmission still pending) and the TCP
+    /// error counters (drops, aborts, retransmissions). Printed by failing exactness tests.
+    pub fn diagnose(&self) -> String {
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &self.name];
+            all.extend_from_slice(args);
+            Command::new("ip")
+                .args(&all)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_else(|e| format!("{args:?}: {e}\n"))
+        };
+        let sockets = exec(&[
+            "ss",
+            "-tanoi",
+            "exclude",
+            "time-wait",
+            "exclude",
+            "listening",
+        ]);
+        let counters: String = exec(&["nstat", "-asz"])
+            .lines()
+            .filter(|l| {
+                let value = l.split_whitespace().nth(1).unwrap_or("0");
+                value != "0"
+                    && [
+                        "Abort", "Retrans", "Drop", "Overflow", "Timeout", "Prune", "Reset",
+                    ]
+                    .iter()
+                    .any(|word| l.contains(word))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+        format!(
+            "sockets still changing state in {}:\n{sockets}\nTCP error counters:\n{counters}\n\
+             /proc/net/softnet_stat (column 2: backlog drops):\n{softnet}",
+            self.name
+        )
+    }
+
     /// Runs `f` on a thread that has entered this namespace; sockets it opens live there.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(self.path()).expect("open netns");
@@ -370,6 +412,9 @@ pub fn assert_exact_in(
         "the kernel skipped {missed} runs of the program"
     );
     let observed = after.observed();
+    if observed != *expected {
+        eprintln!("{}", ns.diagnose());
+    }
     assert_eq!(observed.transitions, expected.transitions, "transitions");
     assert_eq!(observed.dwell, expected.dwell, "dwell histogram counts");
     assert_eq!(observed.handshakes, expected.handshakes, "handshakes");

@@ -20,8 +20,10 @@ use crate::{
     ports::PortTable,
     privileges,
     probe::{KernelOffsets, Probe, ProbeConfig},
+    routes,
     tail::{self, hub::Hub},
     tracefs,
+    web_config::WebConfig,
 };
 
 /// `ioctl(NS_GET_NSTYPE)` (linux/nsfs.h) and the answer for a network namespace.
@@ -29,6 +31,12 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     privileges::check()?;
+    // Before anything is loaded, so a mistake in the file fails fast and leaves nothing behind.
+    let web = match &options.web_config {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    raise_open_files_limit();
     let ports = PortTable::new(&options.ports, options.max_ports).map_err(Error::Ports)?;
     let netns = options.netns.as_deref().map(netns_inode).transpose()?;
     // Bind before loading, so a busy port fails fast and leaves nothing behind.
@@ -60,8 +68,9 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
             }
             _ => "all network namespaces".to_string(),
         };
+        let scheme = if web.tls.is_some() { "https" } else { "http" };
         eprintln!(
-            "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving http://{serving}/metrics and tail socket {}",
+            "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving {scheme}://{serving}/metrics and tail socket {}",
             options.tail_socket.display()
         );
         let tail_listener = tokio::net::UnixListener::from_std(tail_listener)
@@ -69,7 +78,8 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         let tail = tokio::spawn(tail::server::serve(tail_listener, hub));
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("registering the listener")?;
-        let served = http::serve(listener, registry, shutdown_signal()?)
+        let app = routes::router(registry, &web);
+        let served = http::serve(listener, app, web.tls.clone(), shutdown_signal()?)
             .await
             .context("serving HTTP");
         tail.abort();
@@ -86,6 +96,25 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs do at start: the
+/// soft limit is often 1,024 (systemd's default), too few for [`http::MAX_CONNECTIONS`]
+/// scrapers next to the agent's own descriptors. Failing leaves the limit as it was; the
+/// server then waits for descriptors instead of failing.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Gives back to the kernel what start-up needed only once: parsing the kernel's BTF (5 MB or

@@ -58,6 +58,12 @@ pub struct AgentOptions {
     /// Unix socket (mode 0600) where `tcpmon tail` connects.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub tail_socket: PathBuf,
+
+    /// TLS, client certificates, basic auth and response headers for the HTTP endpoint, from a
+    /// YAML file in the Prometheus exporter-toolkit web config format
+    /// (https://prometheus.io/docs/prometheus/latest/configuration/https/). Read at start.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

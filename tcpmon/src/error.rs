@@ -60,6 +60,12 @@ pub enum Error {
     #[error("{0}: lower --max-ports or give fewer --ports")]
     Ports(String),
 
+    #[error("cannot read web config {path} ({cause}): pass a readable file to --web-config")]
+    WebConfigRead { path: String, cause: io::Error },
+
+    #[error("web config {path}: {reason}; fix the file (format: https://prometheus.io/docs/prometheus/latest/configuration/https/)")]
+    WebConfig { path: String, reason: String },
+
     #[error("{what}: {cause}")]
     Io { what: String, cause: io::Error },
 }

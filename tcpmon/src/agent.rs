@@ -143,6 +143,14 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     listener
         .set_nonblocking(true)
         .map_err(|cause| Error::Listen { addr, cause })?;
+    // std listens with a backlog of 128; let as many connections queue as are served at once,
+    // so a burst of scrapers waits for a slot instead of retrying SYNs.
+    let backlog = libc::c_int::try_from(http::MAX_CONNECTIONS).unwrap_or(libc::c_int::MAX);
+    // SAFETY: listen() again on a listening socket only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        let cause = io::Error::last_os_error();
+        return Err(Error::Listen { addr, cause });
+    }
     Ok(listener)
 }
 

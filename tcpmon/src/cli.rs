@@ -61,7 +61,8 @@ pub struct AgentOptions {
 
     /// TLS, client certificates, basic auth and response headers for the HTTP endpoint, from a
     /// YAML file in the Prometheus exporter-toolkit web config format
-    /// (https://prometheus.io/docs/prometheus/latest/configuration/https/). Read at start.
+    /// (https://prometheus.io/docs/prometheus/latest/configuration/https/), read at start.
+    /// Without it: plain HTTP, no authentication.
     #[arg(long, value_name = "FILE")]
     pub web_config: Option<PathBuf>,
 }

@@ -175,3 +175,54 @@ fn tail_with_an_unknown_state_or_a_bad_cidr() {
         "invalid value '10.0.0.0/33' for '--addr <CIDR>': invalid address or CIDR '10.0.0.0/33': use for example 10.0.0.0/8 or ::1 (see `tcpmon --help`)",
     );
 }
+
+#[test]
+fn a_bad_web_config_fails_before_anything_is_bound_or_loaded() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("tcpmon-errors-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("web.yml");
+    let path = file.to_string_lossy().into_owned();
+    // The address is taken: the web config must be reported first, so it is read before the
+    // agent binds (and binding comes before loading the eBPF program).
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("addr").to_string();
+    let agent = |text: &str| {
+        std::fs::write(&file, text).expect("write web config");
+        run(
+            TCPMON,
+            &["agent", "--listen", &listen, "--web-config", &path],
+        )
+    };
+    let advice =
+        "fix the file (format: https://prometheus.io/docs/prometheus/latest/configuration/https/)";
+    let (code, stderr) = agent("basic_auth_user:\n  prometheus: x\n");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("web config {path}: unknown field `basic_auth_user`, expected one of `tls_server_config`, `http_server_config`, `basic_auth_users`, `rate_limit`; {advice}"),
+    );
+    let (code, stderr) =
+        agent("tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.key\n");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("web config {path}: tls_server_config.cert_file {}: No such file or directory (os error 2); {advice}", dir.join("missing.pem").display()),
+    );
+    let (code, stderr) = agent("basic_auth_users:\n  prometheus: hunter2\n");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("web config {path}: basic_auth_users.prometheus: not a bcrypt hash (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`); {advice}"),
+    );
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    let (code, stderr) = run(
+        TCPMON,
+        &["agent", "--listen", &listen, "--web-config", &path],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("cannot read web config {path} (No such file or directory (os error 2)): pass a readable file to --web-config"),
+    );
+}

@@ -277,21 +277,12 @@ impl Agent {
 
     /// A line of the agent's `/proc/PID/status` or `/proc/PID/limits`, by its label.
     pub fn proc_line(&self, file: &str, label: &str) -> String {
-        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.pid()))
-            .unwrap_or_else(|e| panic!("/proc/{}/{file}: {e}", self.pid()));
-        text.lines()
-            .find(|l| l.starts_with(label))
-            .unwrap_or_else(|| panic!("no {label} in /proc/{}/{file}", self.pid()))
-            .to_string()
+        proc_line(self.pid(), file, label)
     }
 
     /// The agent's resident memory (VmRSS), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let line = self.proc_line("status", "VmRSS:");
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected {line}"))
+        rss_kib(self.pid())
     }
 
     pub fn scrape(&self) -> Scrape {
@@ -336,6 +327,25 @@ impl Drop for Agent {
         }
         let _ = std::fs::remove_file(&self.tail_socket);
     }
+}
+
+/// A line of `/proc/PID/FILE`, by its label.
+pub fn proc_line(pid: u32, file: &str, label: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/{file}: {e}"));
+    text.lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} in /proc/{pid}/{file}"))
+        .to_string()
+}
+
+/// A process's resident memory (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let line = proc_line(pid, "status", "VmRSS:");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected {line}"))
 }
 
 /// A minimal HTTP/1.0 GET; returns the body. Panics on a non-200 answer.

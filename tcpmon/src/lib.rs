@@ -22,6 +22,7 @@ pub mod sock_diag;
 pub mod state;
 pub mod tail;
 pub mod tls;
+pub mod tls_config;
 pub mod tracefs;
 pub mod web_config;
 

@@ -16,7 +16,7 @@ use rustls::{
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
-use crate::web_config::{ClientAuth, Pem, TlsSettings, TlsVersion};
+use crate::tls_config::{ClientAuth, Pem, TlsSettings, TlsVersion};
 
 /// Reads the certificate, key and client CA and builds the server configuration; any problem
 /// comes back as one line naming the key and file.

@@ -1,6 +1,10 @@
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use super::*;
+use crate::tls_config::{Pem, TlsVersion};
 
 /// A directory with a CA, a server certificate and key signed by it, removed on drop.
 struct Dir(PathBuf);

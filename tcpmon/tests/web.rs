@@ -10,7 +10,7 @@ use std::{
 
 use support::{
     require_root,
-    tls::{https_get, Identity, Pki, Reply},
+    tls::{https_get, presented_certificate, Identity, Pki, Reply},
     Agent, NetNs, TIMEOUT,
 };
 
@@ -126,4 +126,43 @@ fn verify_client_cert_if_given_takes_anonymous_clients_but_not_strangers() {
     assert_eq!(get(Identity::Trusted).expect("trusted").status, 200);
     assert_eq!(get(Identity::Anonymous).expect("anonymous").status, 200);
     get(Identity::Stranger).expect_err("a certificate from another CA");
+}
+
+#[test]
+fn a_renewed_certificate_is_served_without_a_restart() {
+    require_root();
+    let pki = Pki::new();
+    let ns = NetNs::new();
+    let mut agent = start(&ns, &pki, TLS);
+    let presented =
+        || presented_certificate(agent.addr, pki.client(Identity::Anonymous)).expect("handshake");
+    let first = presented();
+    assert_eq!(first, pki.der("server.pem"));
+
+    pki.renew_server(false);
+    let renewed = presented();
+    assert_ne!(renewed, first);
+    assert_eq!(renewed, pki.der("server.pem"));
+
+    // A half-done renewal (a key that does not fit) keeps the last good pair in service.
+    pki.renew_server(true);
+    assert_eq!(presented(), renewed);
+    let reply = https_get(
+        agent.addr,
+        "/healthz",
+        pki.client(Identity::Anonymous),
+        None,
+    )
+    .expect("still served");
+    assert_eq!(reply.status, 200);
+
+    let (status, stderr) = agent.stop();
+    assert!(status.success());
+    assert_eq!(stderr[0], "tcpmon: TLS certificate and key reloaded");
+    assert!(
+        stderr[1].starts_with("tcpmon: warning: tls_server_config.cert_file ")
+            && stderr[1].ends_with("; still serving the previous certificate"),
+        "{stderr:?}"
+    );
+    assert_eq!(stderr.len(), 3, "one warning per change: {stderr:?}");
 }

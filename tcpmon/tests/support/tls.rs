@@ -34,6 +34,7 @@ pub enum Identity {
 /// signed by another CA; removed on drop.
 pub struct Pki {
     pub dir: PathBuf,
+    ca: Issuer<'static, KeyPair>,
 }
 
 fn new_ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
@@ -62,13 +63,13 @@ impl Pki {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("tcpmon-pki-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create PKI directory");
-        let pki = Pki { dir };
         let (ca_cert, ca) = new_ca("tcpmon test CA");
         let (_, other_ca) = new_ca("another CA");
+        let pki = Pki { dir, ca };
         pki.write("ca.pem", &ca_cert.pem());
         for (name, names, issuer) in [
-            ("server", &["127.0.0.1", "localhost"][..], &ca),
-            ("client", &["prometheus"][..], &ca),
+            ("server", &["127.0.0.1", "localhost"][..], &pki.ca),
+            ("client", &["prometheus"][..], &pki.ca),
             ("stranger", &["prometheus"][..], &other_ca),
         ] {
             let (cert, key) = leaf(names, issuer);
@@ -76,6 +77,27 @@ impl Pki {
             pki.write(&format!("{name}-key.pem"), &key);
         }
         pki
+    }
+
+    /// Replaces server.pem and server-key.pem with a new pair from the same CA, each by a
+    /// rename as cert-manager and Kubernetes secret volumes do; with `mismatched`, the new
+    /// certificate comes with a key that is not its own.
+    pub fn renew_server(&self, mismatched: bool) {
+        let (cert, mut key) = leaf(&["127.0.0.1", "localhost"], &self.ca);
+        if mismatched {
+            key = KeyPair::generate().expect("key").serialize_pem();
+        }
+        for (name, text) in [("server-key.pem", key), ("server.pem", cert)] {
+            let fresh = self.write(&format!("{name}.new"), &text);
+            std::fs::rename(fresh, self.dir.join(name)).expect("rename into place");
+        }
+    }
+
+    /// The DER of the first certificate in a PEM file of the directory.
+    pub fn der(&self, name: &str) -> Vec<u8> {
+        CertificateDer::from_pem_file(self.dir.join(name))
+            .expect("PEM certificate")
+            .to_vec()
     }
 
     /// Writes a file into the directory and returns its path.
@@ -173,4 +195,20 @@ pub fn https_get(
         head: head.to_string(),
         body: body.to_string(),
     })
+}
+
+/// The certificate (DER) a TLS server presents in a handshake.
+pub fn presented_certificate(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<Vec<u8>> {
+    let name = ServerName::IpAddress(addr.ip().into());
+    let mut connection = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut socket = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    socket.set_read_timeout(Some(TIMEOUT))?;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut socket)?;
+    }
+    connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.to_vec())
+        .ok_or_else(|| io::Error::other("no server certificate"))
 }

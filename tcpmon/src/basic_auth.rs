@@ -1,11 +1,12 @@
 //! HTTP basic authentication against the bcrypt hashes of a web config's `basic_auth_users`.
 //!
-//! bcrypt is slow on purpose (cost 10 takes 50–100 ms), and Prometheus sends the same
+//! bcrypt is slow on purpose (cost 10 takes 70–100 ms here), and Prometheus sends the same
 //! credentials with every scrape. So, as exporter-toolkit does, a successful check is
 //! remembered (a salted SHA-256 of the password, one per configured user, compared in constant
-//! time) and later scrapes cost a hash. Checks that fail are not remembered: they run bcrypt
-//! one at a time, off the async thread, so a flood of wrong passwords costs one core at most
-//! and never blocks the runtime. A user that does not exist is checked against a fixed hash,
+//! time) and later scrapes cost a hash; requests that queued behind the first check of the
+//! same credentials pass as soon as it has. Checks that fail are not remembered: they run
+//! bcrypt one at a time, off the async thread, so a flood of wrong passwords costs one core at
+//! most and never blocks the runtime. A user that does not exist is checked against a fixed hash,
 //! so the answer takes as long as for a real user and does not reveal which names exist.
 use std::{
     collections::{BTreeMap, HashMap},
@@ -55,10 +56,8 @@ impl BasicAuth {
             return false;
         };
         let digest = self.digest(&user, &password);
-        if let Some(known) = self.remembered().get(&user) {
-            if bool::from(known.ct_eq(&digest)) {
-                return true;
-            }
+        if self.is_remembered(&user, &digest) {
+            return true;
         }
         let (hash, real_user) = match self.users.get(&user) {
             Some(hash) => (hash.clone(), true),
@@ -67,6 +66,10 @@ impl BasicAuth {
         let Ok(_one_at_a_time) = self.bcrypt.acquire().await else {
             return false;
         };
+        // Scrapes that queued with the same credentials pass once the first one has.
+        if self.is_remembered(&user, &digest) {
+            return true;
+        }
         let matches =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
@@ -75,6 +78,12 @@ impl BasicAuth {
             self.remembered().insert(user, digest);
         }
         matches && real_user
+    }
+
+    fn is_remembered(&self, user: &str, digest: &[u8]) -> bool {
+        self.remembered()
+            .get(user)
+            .is_some_and(|known| bool::from(known.ct_eq(digest)))
     }
 
     fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {

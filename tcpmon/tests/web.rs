@@ -37,7 +37,7 @@ fn has_header(reply: &Reply, header: &str) -> bool {
 fn https_with_basic_auth_lets_only_the_right_password_in() {
     require_root();
     let pki = Pki::new();
-    // Cost 10, as `htpasswd -nBC 10` makes: about 85 ms per check on this machine.
+    // Cost 10, as `htpasswd -nBC 10` makes: 70–85 ms per check on this machine.
     let hash = bcrypt::hash("s3cret", 10).expect("bcrypt");
     let config = format!(
         "{TLS}http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\nbasic_auth_users:\n  prometheus: '{hash}'\n"

@@ -10,7 +10,10 @@
 //! so the answer takes as long as for a real user and does not reveal which names exist.
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, PoisonError,
+    },
 };
 
 use axum::http::HeaderValue;
@@ -35,6 +38,8 @@ pub struct BasicAuth {
     verified: Mutex<HashMap<String, Vec<u8>>>,
     /// One bcrypt at a time.
     bcrypt: Semaphore,
+    /// bcrypt checks run so far.
+    bcrypt_runs: AtomicU64,
 }
 
 impl BasicAuth {
@@ -47,6 +52,7 @@ impl BasicAuth {
             salt,
             verified: Mutex::new(HashMap::new()),
             bcrypt: Semaphore::new(1),
+            bcrypt_runs: AtomicU64::new(0),
         }
     }
 
@@ -70,6 +76,7 @@ impl BasicAuth {
         if self.is_remembered(&user, &digest) {
             return true;
         }
+        self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
         let matches =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
@@ -146,5 +153,27 @@ mod tests {
         assert!(!auth.allows(Some(&header("bob:s3cret"))).await);
         assert!(!auth.allows(None).await);
         assert_eq!(auth.remembered().len(), 1, "failures are not remembered");
+    }
+
+    #[tokio::test]
+    async fn scrapers_arriving_together_cost_one_bcrypt() {
+        let hash = bcrypt::hash("s3cret", 4).expect("hash");
+        let auth = std::sync::Arc::new(BasicAuth::new([("alice".to_string(), hash)].into()));
+        let mut checks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let auth = std::sync::Arc::clone(&auth);
+            checks.spawn(async move { auth.allows(Some(&header("alice:s3cret"))).await });
+        }
+        while let Some(allowed) = checks.join_next().await {
+            assert!(allowed.expect("check"));
+        }
+        assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 1);
+        assert!(!auth.allows(Some(&header("alice:nope"))).await);
+        assert!(!auth.allows(Some(&header("alice:nope"))).await);
+        assert_eq!(
+            auth.bcrypt_runs.load(Ordering::Relaxed),
+            3,
+            "failures run bcrypt each time"
+        );
     }
 }

@@ -58,6 +58,18 @@ pub struct AgentOptions {
     /// Unix socket (mode 0600) where `tcpmon tail` connects.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub tail_socket: PathBuf,
+
+    /// Keep the counting maps pinned in this directory on a BPF filesystem (for example
+    /// /sys/fs/bpf/tcpmon), so a restart or upgrade continues every counter. Remove the
+    /// directory to count from zero.
+    #[arg(long, value_name = "DIR")]
+    pub pin: Option<PathBuf>,
+
+    /// After loading and attaching, run as this user (for example nobody), keeping only
+    /// CAP_SYS_ADMIN and CAP_SYS_PTRACE for entering network namespaces. Without it the agent
+    /// stays uid 0 with those two capabilities.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

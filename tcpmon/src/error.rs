@@ -60,6 +60,17 @@ pub enum Error {
     #[error("{0}: lower --max-ports or give fewer --ports")]
     Ports(String),
 
+    #[error(
+        "no user named {name} on this host: pass an existing user to --user (for example nobody)"
+    )]
+    UnknownUser { name: String },
+
+    #[error("cannot keep counters in {path} ({reason}): pass --pin a directory on a BPF filesystem, for example /sys/fs/bpf/tcpmon")]
+    PinDir { path: String, reason: String },
+
+    #[error("the map pinned at {path} does not fit this agent ({reason}): start with the settings it was made with, or remove its directory to count from zero")]
+    PinMismatch { path: String, reason: String },
+
     #[error("{what}: {cause}")]
     Io { what: String, cause: io::Error },
 }

@@ -4,6 +4,7 @@
 //! reads its maps at scrape time and serves them to Prometheus. `main.rs` only calls [`run`].
 pub mod agent;
 pub mod btf;
+pub mod capabilities;
 pub mod cli;
 pub mod collector;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod histogram;
 pub mod http;
 pub mod map_batch;
 pub mod netns;
+pub mod pin;
 pub mod ports;
 pub mod privileges;
 pub mod probe;

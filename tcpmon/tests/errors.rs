@@ -175,3 +175,65 @@ fn tail_with_an_unknown_state_or_a_bad_cidr() {
         "invalid value '10.0.0.0/33' for '--addr <CIDR>': invalid address or CIDR '10.0.0.0/33': use for example 10.0.0.0/8 or ::1 (see `tcpmon --help`)",
     );
 }
+
+#[test]
+fn unknown_user() {
+    require_root();
+    let (code, stderr) = run(TCPMON, &["agent", "--user", "no-such-user-tcpmon"]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "no user named no-such-user-tcpmon on this host: pass an existing user to --user (for example nobody)",
+    );
+}
+
+#[test]
+fn pin_directory_not_on_a_bpf_filesystem() {
+    require_root();
+    let dir = format!("/tmp/tcpmon-not-bpffs-{}/pins", std::process::id());
+    let (code, stderr) = run(TCPMON, &["agent", "--pin", &dir]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("cannot keep counters in {dir} (not on a BPF filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf`): pass --pin a directory on a BPF filesystem, for example /sys/fs/bpf/tcpmon"),
+    );
+    assert!(!std::path::Path::new(&dir).exists(), "nothing made");
+}
+
+#[test]
+fn too_many_ports() {
+    require_root();
+    let ports: Vec<String> = (1..=250).map(|p| p.to_string()).collect();
+    let (code, stderr) = run(TCPMON, &["agent", "--ports", &ports.join(",")]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "--ports (250) plus --max-ports (32) exceed 256 labelled ports: lower --max-ports or give fewer --ports",
+    );
+}
+
+#[test]
+fn tail_socket_served_by_another_agent() {
+    require_root();
+    let ns = support::NetNs::new();
+    let agent = support::Agent::start(&ns);
+    let listen = free_addr().to_string();
+    let (code, stderr) = run(
+        TCPMON,
+        &[
+            "agent",
+            "--listen",
+            &listen,
+            "--tail-socket",
+            &agent.tail_socket,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!(
+            "cannot serve the tail socket {} (another agent is serving it): choose another path with --tail-socket",
+            agent.tail_socket
+        ),
+    );
+}

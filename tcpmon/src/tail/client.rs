@@ -112,7 +112,7 @@ fn standalone(
         .map(crate::agent::netns_inode)
         .transpose()?;
     let max = tcpmon_common::MAX_TRACKED_SOCKETS;
-    let mut probe = Probe::load(&crate::agent::probe_config(netns, max)?)?;
+    let mut probe = Probe::load(&crate::agent::probe_config(netns, max, Vec::new())?)?;
     crate::agent::release_startup_memory();
     let (ring, switch) = probe.take_tail_maps()?;
     crate::agent::runtime()?.block_on(async {

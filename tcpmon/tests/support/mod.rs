@@ -228,6 +228,11 @@ impl Agent {
         agent
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
     pub fn scrape(&self) -> Scrape {
         Scrape::parse(&http_get(self.addr, "/metrics"))
     }

@@ -123,7 +123,8 @@ fn check(rc: libc::c_int, what: &str) -> Result<(), Error> {
     })
 }
 
-/// Sets the effective and permitted sets to `caps` and the inheritable set to nothing.
+/// Sets the effective and permitted sets to `caps` (those of them the process has: a container
+/// may grant fewer) and the inheritable set to nothing.
 fn set(caps: &[u32]) -> io::Result<()> {
     #[repr(C)]
     struct Header {
@@ -138,7 +139,13 @@ fn set(caps: &[u32]) -> io::Result<()> {
         inheritable: u32,
     }
     const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let mask = mask(caps);
+    let status = fs::read_to_string("/proc/self/status")?;
+    let permitted = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let mask = mask(caps) & permitted;
     let mut header = Header {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,

@@ -21,8 +21,8 @@ fn kernel_event(bytes: &[u8; 96], state_bias: u8) -> TailEvent {
     // SAFETY: TailEvent is a #[repr(C)] struct of integers and byte arrays, 96 bytes: every bit
     // pattern is a valid value.
     let mut e: TailEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    if state_bias % 2 == 0 {
-        e.family = if state_bias % 4 == 0 {
+    if state_bias.is_multiple_of(2) {
+        e.family = if state_bias.is_multiple_of(4) {
             AF_INET
         } else {
             AF_INET6

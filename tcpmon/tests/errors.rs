@@ -59,7 +59,28 @@ fn not_root() {
     assert_eq!(code, 1);
     assert_one_line(
         &stderr,
-        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root or with sudo",
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON",
+    );
+}
+
+#[test]
+fn root_without_cap_sys_admin() {
+    require_root();
+    let listen = free_addr().to_string();
+    let (code, stderr) = run(
+        "setpriv",
+        &[
+            "--bounding-set=-sys_admin",
+            TCPMON,
+            "agent",
+            "--listen",
+            &listen,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON",
     );
 }
 

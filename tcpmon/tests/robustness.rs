@@ -51,6 +51,13 @@ fn sigterm_in_the_middle_of_a_storm_exits_cleanly_and_the_next_start_is_clean() 
         !shown.expect("bpftool").status.success(),
         "program {program} left loaded"
     );
+    // Its perf_event link (`bpftool link show` lists `"prog_id":N`) is gone with it.
+    let links = support::run("bpftool", &["-j", "link", "show"]);
+    assert!(
+        !links.contains(&format!("\"prog_id\":{program}}}"))
+            && !links.contains(&format!("\"prog_id\":{program},")),
+        "a link to program {program} is left: {links}"
+    );
 
     let again = Agent::start(&ns);
     assert_eq!(http_get(again.addr, "/healthz"), "ok\n");

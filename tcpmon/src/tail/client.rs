@@ -3,6 +3,7 @@ use std::{
     io::{self, BufRead, BufReader, ErrorKind, Write},
     os::unix::net::UnixStream,
     path::Path,
+    sync::Arc,
 };
 
 use anyhow::Context as _;
@@ -130,7 +131,7 @@ fn standalone(
                     if missed > 0 {
                         printer.print(Message::Lost { count: missed }, out)?;
                     }
-                    if !printer.print(Message::Event(event), out)? {
+                    if !printer.print(Message::Event(Arc::unwrap_or_clone(event)), out)? {
                         return Ok(());
                     }
                     if subscription.events.is_empty() {

@@ -4,7 +4,7 @@ use std::{
     io,
     net::{SocketAddr, TcpListener},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -13,10 +13,11 @@ use prometheus::Registry;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
+    capabilities::{self, User},
     cli::AgentOptions,
     collector::ProbeCollector,
     error::Error,
-    http,
+    http, pin,
     ports::PortTable,
     privileges,
     probe::{KernelOffsets, Probe, ProbeConfig},
@@ -31,24 +32,33 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     privileges::check()?;
-    // Before anything is loaded, so a mistake in the file fails fast and leaves nothing behind.
+    // Everything a user can get wrong is checked before anything is loaded.
     let web = match &options.web_config {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
     };
-    raise_open_files_limit();
-    let ports = PortTable::new(&options.ports, options.max_ports).map_err(Error::Ports)?;
+    PortTable::new(&options.ports, options.max_ports).map_err(Error::Ports)?;
+    let user = options.user.as_deref().map(User::lookup).transpose()?;
     let netns = options.netns.as_deref().map(netns_inode).transpose()?;
+    let pins = match &options.pin {
+        Some(dir) => pin::prepare(dir, options.max_tracked_sockets)?,
+        None => Vec::new(),
+    };
+    raise_open_files_limit();
     // Bind before loading, so a busy port fails fast and leaves nothing behind.
     let listener = bind(options.listen)?;
     // The address actually bound: with port 0 the kernel picks one.
     let serving = listener.local_addr().unwrap_or(options.listen);
     let tail_listener = tail::server::bind(&options.tail_socket)?;
     let _socket_file = tail::server::SocketFile(options.tail_socket.clone());
-    let mut probe = Probe::load(&probe_config(netns, options.max_tracked_sockets)?)?;
+    let mut probe = Probe::load(&probe_config(netns, options.max_tracked_sockets, pins)?)?;
     release_startup_memory();
     let program_id = probe.program_id();
     let (ring, switch) = probe.take_tail_maps()?;
+    let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
+        .map_err(Error::Ports)?;
+    // Loaded, attached, bound: from here on the agent needs only what its scrapes use.
+    capabilities::drop_privileges(user.as_ref())?;
 
     runtime()?.block_on(async {
         let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
@@ -125,13 +135,18 @@ pub fn release_startup_memory() {
 }
 
 /// Mounts tracefs if needed and reads this kernel's tracepoint layout and struct offsets.
-pub fn probe_config(netns: Option<u32>, max_tracked_sockets: u32) -> Result<ProbeConfig, Error> {
+pub fn probe_config(
+    netns: Option<u32>,
+    max_tracked_sockets: u32,
+    pins: Vec<(&'static str, PathBuf)>,
+) -> Result<ProbeConfig, Error> {
     tracefs::ensure_mounted()?;
     Ok(ProbeConfig {
         layout: tracefs::read_layout()?,
         offsets: KernelOffsets::from_vmlinux()?,
         netns,
         max_tracked_sockets,
+        pins,
     })
 }
 

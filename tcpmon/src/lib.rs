@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod basic_auth;
 pub mod btf;
+pub mod capabilities;
 pub mod cli;
 pub mod collector;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod histogram;
 pub mod http;
 pub mod map_batch;
 pub mod netns;
+pub mod pin;
 pub mod ports;
 pub mod privileges;
 pub mod probe;

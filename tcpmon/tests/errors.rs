@@ -59,7 +59,28 @@ fn not_root() {
     assert_eq!(code, 1);
     assert_one_line(
         &stderr,
-        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root or with sudo",
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON",
+    );
+}
+
+#[test]
+fn root_without_cap_sys_admin() {
+    require_root();
+    let listen = free_addr().to_string();
+    let (code, stderr) = run(
+        "setpriv",
+        &[
+            "--bounding-set=-sys_admin",
+            TCPMON,
+            "agent",
+            "--listen",
+            &listen,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON",
     );
 }
 
@@ -224,5 +245,67 @@ fn a_bad_web_config_fails_before_anything_is_bound_or_loaded() {
     assert_one_line(
         &stderr,
         &format!("cannot read web config {path} (No such file or directory (os error 2)): pass a readable file to --web-config"),
+    );
+}
+
+#[test]
+fn unknown_user() {
+    require_root();
+    let (code, stderr) = run(TCPMON, &["agent", "--user", "no-such-user-tcpmon"]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "no user named no-such-user-tcpmon on this host: pass an existing user to --user (for example nobody)",
+    );
+}
+
+#[test]
+fn pin_directory_not_on_a_bpf_filesystem() {
+    require_root();
+    let dir = format!("/tmp/tcpmon-not-bpffs-{}/pins", std::process::id());
+    let (code, stderr) = run(TCPMON, &["agent", "--pin", &dir]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("cannot keep counters in {dir} (not on a BPF filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf`): pass --pin a directory on a BPF filesystem, for example /sys/fs/bpf/tcpmon"),
+    );
+    assert!(!std::path::Path::new(&dir).exists(), "nothing made");
+}
+
+#[test]
+fn too_many_ports() {
+    require_root();
+    let ports: Vec<String> = (1..=250).map(|p| p.to_string()).collect();
+    let (code, stderr) = run(TCPMON, &["agent", "--ports", &ports.join(",")]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "--ports (250) plus --max-ports (32) exceed 256 labelled ports: lower --max-ports or give fewer --ports",
+    );
+}
+
+#[test]
+fn tail_socket_served_by_another_agent() {
+    require_root();
+    let ns = support::NetNs::new();
+    let agent = support::Agent::start(&ns);
+    let listen = free_addr().to_string();
+    let (code, stderr) = run(
+        TCPMON,
+        &[
+            "agent",
+            "--listen",
+            &listen,
+            "--tail-socket",
+            &agent.tail_socket,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!(
+            "cannot serve the tail socket {} (another agent is serving it): choose another path with --tail-socket",
+            agent.tail_socket
+        ),
     );
 }

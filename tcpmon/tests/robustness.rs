@@ -55,6 +55,13 @@ fn sigterm_in_the_middle_of_a_storm_exits_cleanly_and_the_next_start_is_clean() 
         !shown.expect("bpftool").status.success(),
         "program {program} left loaded"
     );
+    // Its perf_event link (`bpftool link show` lists `"prog_id":N`) is gone with it.
+    let links = support::run("bpftool", &["-j", "link", "show"]);
+    assert!(
+        !links.contains(&format!("\"prog_id\":{program}}}"))
+            && !links.contains(&format!("\"prog_id\":{program},")),
+        "a link to program {program} is left: {links}"
+    );
 
     let again = Agent::start(&ns);
     assert_eq!(http_get(again.addr, "/healthz"), "ok\n");
@@ -281,5 +288,53 @@ fn a_thousand_concurrent_scrapers_all_get_answers_in_bounded_memory() {
         peak - idle <= 24,
         "agent RSS grew from {idle} to {peak} MiB"
     );
+    assert_eq!(http_get(agent.addr, "/healthz"), "ok\n");
+}
+
+#[test]
+fn stalled_tail_clients_are_capped_and_cost_bounded_memory() {
+    require_root();
+    const CLIENTS: usize = 64;
+    let ns = NetNs::new();
+    let agent = Agent::start_with(&ns, &["--ports", "8080"]);
+    let before = rss_kib(agent.pid());
+    // Clients that ask for everything and never read.
+    let stalled: Vec<UnixStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = UnixStream::connect(&agent.tail_socket).expect("connect");
+            stream.write_all(b"{}\n").expect("request");
+            stream
+        })
+        .collect();
+    let ready = support::scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == CLIENTS as f64);
+    assert_eq!(ready.get("tcpmon_tail_clients"), CLIENTS as f64);
+    // One more is refused, in one line.
+    let mut extra = UnixStream::connect(&agent.tail_socket).expect("connect");
+    extra.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    extra.write_all(b"{}\n").expect("request");
+    let mut line = String::new();
+    BufReader::new(&extra).read_line(&mut line).expect("answer");
+    assert_eq!(
+        line,
+        "{\"type\":\"error\",\"message\":\"too many tail clients (64 connected): close one and retry\"}\n"
+    );
+    // 40,000 events: every queue fills up (16,384 each) and the rest are dropped.
+    let mut expected = workload::Expected::default();
+    expected
+        .listener("inet")
+        .handshakes("inet", 4_000, "8080")
+        .teardowns("inet", 4_000, "8080");
+    let work = || workload::connections(V4, SERVICE_PORT, 4_000, Close::ClientFirst);
+    support::assert_exact_in(&agent, &ns, work, &expected);
+    let after = rss_kib(agent.pid());
+    eprintln!("{CLIENTS} stalled tail clients: agent RSS {before} KiB -> {after} KiB");
+    // The events are decoded once and shared (about 300 bytes each, 16,384 at most in any
+    // queue: ~5 MiB), plus 8 bytes per queued reference per client (128 KiB each: 8 MiB);
+    // measured: +18 MiB.
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    drop(stalled);
     assert_eq!(http_get(agent.addr, "/healthz"), "ok\n");
 }

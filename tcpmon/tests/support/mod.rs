@@ -271,8 +271,9 @@ impl Agent {
         agent
     }
 
+    /// The agent's process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("agent still running").id()
+        self.child.as_ref().expect("agent running").id()
     }
 
     /// A line of the agent's `/proc/PID/status` or `/proc/PID/limits`, by its label.

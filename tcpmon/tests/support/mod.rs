@@ -348,6 +348,8 @@ impl Scrape {
             handshake_times: self
                 .by_labels("tcpmon_handshake_duration_seconds_count", &["side", "port"]),
             teardowns: self.by_labels("tcpmon_teardowns_total", &["initiator", "kind", "port"]),
+            untracked: self.get("tcpmon_state_duration_unmeasured_total{reason=\"untracked\"}")
+                as u64,
         }
     }
 
@@ -424,13 +426,16 @@ pub fn assert_exact_in(
     );
     assert_eq!(observed.teardowns, expected.teardowns, "teardowns");
     assert_eq!(
+        observed.untracked, expected.untracked,
+        "untracked transitions"
+    );
+    assert_eq!(
         after.get("tcpmon_tracked_sockets"),
         0.0,
         "every socket closed"
     );
     assert_eq!(after.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
     for series in [
-        "tcpmon_state_duration_unmeasured_total{reason=\"untracked\"}",
         "tcpmon_state_duration_unmeasured_total{reason=\"stale_entry\"}",
         "tcpmon_handshake_duration_unmeasured_total{side=\"client\"}",
         "tcpmon_handshake_duration_unmeasured_total{side=\"server\"}",

@@ -27,6 +27,9 @@ pub struct Expected {
     pub handshake_times: BTreeMap<Labels, u64>,
     /// `tcpmon_teardowns_total` by (initiator, kind, port).
     pub teardowns: BTreeMap<Labels, u64>,
+    /// `tcpmon_state_duration_unmeasured_total{reason="untracked"}`: transitions of sockets
+    /// the program has no entry for (opened before the agent started, or evicted).
+    pub untracked: u64,
 }
 
 fn add(map: &mut BTreeMap<Labels, u64>, labels: &[&str], n: u64) {

@@ -3,6 +3,10 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 pub mod artefacts;
+pub mod held;
+pub mod identities;
+pub mod mix;
+pub mod watch;
 pub mod workload;
 
 use std::{
@@ -226,6 +230,11 @@ impl Agent {
             .unwrap_or_else(|| panic!("no address in start-up line: {line}"));
         agent.startup_line = line;
         agent
+    }
+
+    /// The agent's process id, for /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent still running").id()
     }
 
     pub fn scrape(&self) -> Scrape {

@@ -106,8 +106,8 @@ pub fn connection_with_reply(listener: &TcpListener, close: Close) {
 ///
 /// The client shuts down its sending side (FIN) instead of closing, and the server answers
 /// with one byte. That byte carries the ACK of the FIN, so the client reaches FIN_WAIT2 now,
-/// in this thread, instead of a few milliseconds later from the server's delayed-ACK timer (a
-/// timer softirq: see the module documentation). When the server closes, the client's
+/// in this thread, not up to 40 ms later from the server's delayed-ACK timer (a timer
+/// softirq: see the module documentation). When the server closes, the client's
 /// FIN_WAIT2 -> CLOSE (TIME_WAIT) and the server's LAST_ACK -> CLOSE happen while the server's
 /// close() sends its FIN.
 pub struct CloseWait(Held);

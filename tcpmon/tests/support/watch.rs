@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use super::{http_get, scrape_until, Agent, Scrape, TCPMON};
+use super::{http_get, scrape_until, Agent, NetNs, Scrape, TCPMON};
 
 /// What the background scraper saw.
 #[derive(Debug, Default)]
@@ -185,4 +185,17 @@ impl Drop for TailSink<'_> {
         let _ = self.child.wait();
         scrape_until(self.agent, |s| s.get("tcpmon_tail_clients") == 0.0);
     }
+}
+
+/// Segments the namespace's TCP sent again: each a loss, after which a socket closes later
+/// than its workload did.
+pub fn retransmitted(ns: &NetNs) -> u64 {
+    let out = super::run(
+        "ip",
+        &["netns", "exec", &ns.name, "nstat", "-asz", "TcpRetransSegs"],
+    );
+    out.lines()
+        .filter_map(|l| l.strip_prefix("TcpRetransSegs"))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }

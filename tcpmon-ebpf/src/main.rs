@@ -24,8 +24,8 @@ use tcpmon_common::{
 
 use crate::{
     maps::{
-        increment, observe, COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS, SOCKETS,
-        TEARDOWNS, TRANSITIONS,
+        decrement, increment, observe, COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS,
+        SOCKETS, TEARDOWNS, TRANSITIONS,
     },
     record::{global, read_kernel, Record},
 };
@@ -157,10 +157,13 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 fn track(t: &Transition, tail: bool) -> Tracked {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // A socket starting its life (connect, listen, a listener's child) almost never has an
-    // entry: insert straight away and skip the lookup. An entry that is there after all (a
-    // CLOSE never seen) makes the insert fail, and the full path below handles it.
-    if (t.old == TCP_CLOSE || t.old == TCP_LISTEN) && t.new != TCP_CLOSE {
+    // A socket starting its life: connect or listen (from CLOSE), or a listener's child (from
+    // LISTEN to anything but CLOSE; a listener itself only ever goes LISTEN -> CLOSE). It has
+    // no time in its old state to measure and almost never an entry: insert straight away and
+    // skip the lookup. An entry that is there after all (a CLOSE never seen) is stale whatever
+    // state it holds, and makes the insert fail; the full path below handles it.
+    let birth = t.old == TCP_CLOSE || (t.old == TCP_LISTEN && t.new != TCP_CLOSE);
+    if birth {
         if let Some(tracked) = track_new(t, tail, now) {
             return tracked;
         }
@@ -175,13 +178,13 @@ fn track(t: &Transition, tail: bool) -> Tracked {
         Some(entry) => {
             // SAFETY: the map returned a valid pointer to this socket's value.
             let entry = unsafe { &*entry };
-            if entry.state == t.old {
+            if entry.state == t.old && !birth {
                 let ns = now.saturating_sub(entry.entered_ns);
                 observe(&DWELL, t.old as u32, ns);
                 dwell_ns = Some(ns);
             } else {
                 increment(&COUNTERS, COUNTER_STALE_ENTRIES);
-                fresh = t.old == TCP_CLOSE || t.old == TCP_LISTEN;
+                fresh = birth;
             }
             if fresh {
                 service_port(t)
@@ -193,8 +196,9 @@ fn track(t: &Transition, tail: bool) -> Tracked {
             }
         }
         None => {
-            // New sockets start from CLOSE (connect, listen) or LISTEN (a listener's child).
-            if t.old != TCP_CLOSE && t.old != TCP_LISTEN {
+            // Every transition but a birth had an old state worth timing, a listener's
+            // LISTEN -> CLOSE included (it opened before the agent, or its entry was evicted).
+            if !birth {
                 increment(&COUNTERS, COUNTER_UNTRACKED);
             }
             service_port(t)
@@ -226,8 +230,12 @@ fn track(t: &Transition, tail: bool) -> Tracked {
     }
     match entry {
         Some(_) if t.new == TCP_CLOSE => {
-            if SOCKETS.remove(t.skaddr).is_ok() {
-                increment(&COUNTERS, COUNTER_TRACKED_DELETES);
+            // Counted before the entry goes, so that the agent's eviction estimate (inserts -
+            // deletes - entries present) can only be low while this runs, never high. Another
+            // CPU's insert may have evicted the entry since the lookup: then it was no delete.
+            increment(&COUNTERS, COUNTER_TRACKED_DELETES);
+            if SOCKETS.remove(t.skaddr).is_err() {
+                decrement(&COUNTERS, COUNTER_TRACKED_DELETES);
             }
         }
         Some(entry) => {

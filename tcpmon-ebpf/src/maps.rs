@@ -59,6 +59,15 @@ pub fn increment(map: &PerCpuArray<u64>, index: u32) {
     }
 }
 
+/// Undoes an [`increment`] made earlier in the same run (on this CPU, so it cannot wrap).
+#[inline(always)]
+pub fn decrement(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
+        unsafe { *counter = (*counter).wrapping_sub(1) };
+    }
+}
+
 /// Adds one observation of `ns` nanoseconds to histogram `index` of `map`.
 #[inline(always)]
 pub fn observe(map: &PerCpuArray<DwellHistogram>, index: u32, ns: u64) {

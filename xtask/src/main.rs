@@ -4,6 +4,7 @@ mod bench;
 mod harness;
 mod report;
 mod setup;
+mod soak;
 mod storm;
 mod tail_rate;
 mod test;
@@ -39,6 +40,13 @@ enum Task {
         /// Interleaved pairs of runs (without tracing, with the contender) per measurement.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Run the soak test for N minutes (as root): every workload mixed, sockets the program
+    /// never sees open, a socket map too small; memory, descriptors and counters must hold.
+    Soak {
+        /// How long the soak runs.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
     },
     /// Measure the event rate one tail client receives without loss (paced storms).
     TailRate {
@@ -76,6 +84,12 @@ fn main() -> anyhow::Result<()> {
             setup::bench_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
             bench::run(std::time::Duration::from_secs(seconds), rounds)
+        }
+        Task::Soak { minutes } => {
+            soak::require_root()?;
+            setup::toolchain()?;
+            setup::soak_tools()?;
+            soak::run(minutes)
         }
         Task::TailRate { seconds } => {
             setup::toolchain()?;

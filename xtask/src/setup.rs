@@ -110,6 +110,11 @@ fn install_missing(tools: &[(&str, &str)]) -> anyhow::Result<()> {
     run("apt-get", &args)
 }
 
+/// What the soak test calls: `ip`, `ss` and `nstat`, all from iproute2.
+pub fn soak_tools() -> anyhow::Result<()> {
+    install_missing(&[("ip", "iproute2"), ("nstat", "iproute2")])
+}
+
 /// The peers `cargo xtask bench` measures tcpmon against, from Debian.
 pub fn bench_tools() -> anyhow::Result<()> {
     test_tools()?;

@@ -3,7 +3,11 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 pub mod artefacts;
+pub mod held;
+pub mod identities;
+pub mod mix;
 pub mod tls;
+pub mod watch;
 pub mod workload;
 
 use std::{
@@ -271,9 +275,9 @@ impl Agent {
         agent
     }
 
-    /// The agent's process id.
+    /// The agent's process id, for /proc.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("agent running").id()
+        self.child.as_ref().expect("agent still running").id()
     }
 
     /// A line of the agent's `/proc/PID/status` or `/proc/PID/limits`, by its label.
@@ -425,6 +429,8 @@ impl Scrape {
             handshake_times: self
                 .by_labels("tcpmon_handshake_duration_seconds_count", &["side", "port"]),
             teardowns: self.by_labels("tcpmon_teardowns_total", &["initiator", "kind", "port"]),
+            untracked: self.get("tcpmon_state_duration_unmeasured_total{reason=\"untracked\"}")
+                as u64,
         }
     }
 
@@ -501,13 +507,16 @@ pub fn assert_exact_in(
     );
     assert_eq!(observed.teardowns, expected.teardowns, "teardowns");
     assert_eq!(
+        observed.untracked, expected.untracked,
+        "untracked transitions"
+    );
+    assert_eq!(
         after.get("tcpmon_tracked_sockets"),
         0.0,
         "every socket closed"
     );
     assert_eq!(after.get("tcpmon_tracked_sockets_evicted_total"), 0.0);
     for series in [
-        "tcpmon_state_duration_unmeasured_total{reason=\"untracked\"}",
         "tcpmon_state_duration_unmeasured_total{reason=\"stale_entry\"}",
         "tcpmon_handshake_duration_unmeasured_total{side=\"client\"}",
         "tcpmon_handshake_duration_unmeasured_total{side=\"server\"}",

@@ -27,6 +27,9 @@ pub struct Expected {
     pub handshake_times: BTreeMap<Labels, u64>,
     /// `tcpmon_teardowns_total` by (initiator, kind, port).
     pub teardowns: BTreeMap<Labels, u64>,
+    /// `tcpmon_state_duration_unmeasured_total{reason="untracked"}`: transitions of sockets
+    /// the program has no entry for (opened before the agent started, or evicted).
+    pub untracked: u64,
 }
 
 fn add(map: &mut BTreeMap<Labels, u64>, labels: &[&str], n: u64) {
@@ -137,6 +140,13 @@ pub fn connections(ip: IpAddr, port: u16, n: u64, close: Close) {
 pub fn connection_to(listener: &TcpListener, close: Close) {
     let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
     let (server, _) = listener.accept().expect("accept");
+    end(client, server, close);
+}
+
+/// Ends an established connection as `close` says. The second side closes only once it has
+/// read the first side's FIN or RST, so the transitions are always the ones [`Expected`]
+/// describes (never a simultaneous close).
+pub fn end(client: TcpStream, server: TcpStream, close: Close) {
     match close {
         Close::ClientFirst => {
             drop(client);
@@ -168,7 +178,7 @@ pub fn refused_connects(ip: IpAddr, n: u64) {
 }
 
 /// Reads until EOF or reset, then closes.
-fn read_until_closed(mut stream: TcpStream) {
+pub fn read_until_closed(mut stream: TcpStream) {
     let mut buf = [0u8; 64];
     loop {
         match stream.read(&mut buf) {

@@ -144,7 +144,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
         family(
             16,
             MetricType::COUNTER,
-            // Absent, not 0, where the kernel does not count them (before Linux 5.12).
+            // Absent, not 0, where the kernel does not count them (before Linux 6.7).
             p.recursion_misses
                 .map(|misses| vec![counter(&[], misses as f64)])
                 .unwrap_or_default(),

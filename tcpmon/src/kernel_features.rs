@@ -8,8 +8,12 @@
 //! distribution ships: there is no fallback, only the message.
 //!
 //! Optional, with a fallback and a start-up note where something is lost (see [`notes`]):
-//! recursion-miss counts (5.12), batch lookups of per-CPU arrays (5.13, see `map_batch`: the
-//! fallback is exact, so no note), `kernel.bpf_stats_enabled` (5.8, implied by the ring buffer).
+//! counts of skipped runs (recursion misses: in the program's info since 5.12, but counted for
+//! tracepoint programs only since 6.7), batch lookups of per-CPU arrays (5.13, see `map_batch`:
+//! the fallback is exact, so no note), `kernel.bpf_stats_enabled` (5.8, implied by the ring
+//! buffer).
+use std::sync::OnceLock;
+
 use aya::{
     maps::MapType,
     programs::ProgramType,
@@ -47,7 +51,8 @@ pub fn notes(stats: &ProgramStats) -> Vec<String> {
     let mut notes = Vec::new();
     if stats.recursion_misses.is_none() {
         notes.push(
-            "this kernel does not count BPF recursion misses (Linux 5.12+): \
+            "this kernel does not count the runs of tracepoint programs it skips (Linux 6.7+): \
+             transitions missed that way go unnoticed, and \
              tcpmon_bpf_program_missed_runs_total is not exported"
                 .to_string(),
         );
@@ -55,9 +60,44 @@ pub fn notes(stats: &ProgramStats) -> Vec<String> {
     notes
 }
 
+/// Whether the kernel counts the runs of a tracepoint program it skips because another BPF
+/// program is running on that CPU (`trace_call_bpf` calls `bpf_prog_inc_misses_counters` since
+/// Linux 6.7; before, such runs vanish without a trace). It cannot be probed without provoking
+/// a skip, so the kernel's version decides.
+pub fn counts_tracepoint_misses() -> bool {
+    static COUNTS: OnceLock<bool> = OnceLock::new();
+    *COUNTS.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        release_at_least(&release, (6, 7))
+    })
+}
+
+/// Whether a kernel release (`uname -r`: `6.1.0-56-amd64`, `6.12.117+deb13-amd64`) is at
+/// least `major.minor`; an unreadable one is assumed recent.
+fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(!release_at_least("5.10.0-46-amd64", (6, 7)));
+        assert!(!release_at_least("6.1.0-56-amd64", (6, 7)));
+        assert!(release_at_least("6.7.0", (6, 7)));
+        assert!(release_at_least("6.12.117+deb13-amd64", (6, 7)));
+        assert!(release_at_least("6.18.2", (6, 7)));
+        assert!(release_at_least("garbage", (6, 7)));
+    }
 
     #[test]
     fn a_kernel_without_recursion_misses_gets_one_note() {

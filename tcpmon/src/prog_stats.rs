@@ -5,7 +5,8 @@
 //!
 //! Older kernels know a shorter `bpf_prog_info` and say how much of it they filled in: run
 //! count and time exist since Linux 5.1 (counted since 5.8's `bpf_stats_enabled`), recursion
-//! misses since 5.12. A field the kernel did not fill in is unknown, not zero.
+//! misses since 5.12. A field the kernel did not fill in is unknown, not zero, and so are
+//! recursion misses on kernels that do not count them for tracepoint programs (before 6.7).
 use std::{fs, io, os::fd::AsRawFd};
 
 use aya_obj::generated::bpf_prog_info;
@@ -17,7 +18,7 @@ const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 pub struct ProgramStats {
     pub run_time_ns: u64,
     pub run_count: u64,
-    /// `None` where the kernel does not count them (before Linux 5.12).
+    /// `None` where the kernel does not count them for tracepoint programs (before Linux 6.7).
     pub recursion_misses: Option<u64>,
 }
 
@@ -55,7 +56,9 @@ pub fn read(program: &impl AsRawFd) -> io::Result<ProgramStats> {
     Ok(ProgramStats {
         run_time_ns: info.run_time_ns,
         run_count: info.run_cnt,
-        recursion_misses: (known >= misses_end).then_some(info.recursion_misses),
+        recursion_misses: (known >= misses_end
+            && crate::kernel_features::counts_tracepoint_misses())
+        .then_some(info.recursion_misses),
     })
 }
 

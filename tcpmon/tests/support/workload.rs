@@ -168,7 +168,7 @@ pub fn refused_connects(ip: IpAddr, n: u64) {
 }
 
 /// Reads until EOF or reset, then closes.
-fn read_until_closed(mut stream: TcpStream) {
+pub fn read_until_closed(mut stream: TcpStream) {
     let mut buf = [0u8; 64];
     loop {
         match stream.read(&mut buf) {

@@ -155,7 +155,16 @@ fn boot(kernel: vm_kernels::Kernel, binaries: &[(String, PathBuf)]) -> anyhow::R
     let script = out.join("run.sh");
     fs::write(&script, guest_script(&workspace, &out, binaries))?;
     let cache = vm_kernels::cache_dir();
-    let rodir = format!("{0}={0}", cache.display());
+    // What the guest reads, exported at the same paths: the kernel cache (its modules) and,
+    // in case the checkout is somewhere virtme-ng hides from the guest (it mounts tmpfs over
+    // /var/tmp, /var/cache and more), the build's binaries and the package directory the tests
+    // run in. Not the whole workspace: that would cover the writable directory below it.
+    let profile = binaries[0]
+        .1
+        .parent()
+        .and_then(Path::parent)
+        .context("binary path")?;
+    let exports = [cache.as_path(), profile, &workspace.join("tcpmon")];
     let console = fs::File::create(out.join("console.log"))?;
     let mut command = Command::new("python3");
     command
@@ -177,7 +186,11 @@ fn boot(kernel: vm_kernels::Kernel, binaries: &[(String, PathBuf)]) -> anyhow::R
         // itself, which the kernel skips (README, "Known limits"; before 6.7 without counting
         // it). Measured: one connection's last two transitions lost in 3,000 on 6.1 without it.
         .args(["--append", "threadirqs"])
-        .args(["--rodir", &rodir])
+        .args(
+            exports
+                .iter()
+                .flat_map(|dir| ["--rodir".to_string(), format!("{0}={0}", dir.display())]),
+        )
         .arg("--rwdir")
         .arg(&out)
         .arg("--exec")

@@ -4,7 +4,7 @@ use std::{
     io,
     net::{SocketAddr, TcpListener},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -13,15 +13,18 @@ use prometheus::Registry;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
+    capabilities::{self, User},
     cli::AgentOptions,
     collector::ProbeCollector,
     error::Error,
-    http,
+    http, pin,
     ports::PortTable,
     privileges,
     probe::{KernelOffsets, Probe, ProbeConfig},
+    routes,
     tail::{self, hub::Hub},
     tracefs,
+    web_config::WebConfig,
 };
 
 /// `ioctl(NS_GET_NSTYPE)` (linux/nsfs.h) and the answer for a network namespace.
@@ -29,15 +32,26 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     privileges::check()?;
-    let ports = PortTable::new(&options.ports, options.max_ports).map_err(Error::Ports)?;
+    // Everything a user can get wrong is checked before anything is loaded.
+    let web = match &options.web_config {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    PortTable::new(&options.ports, options.max_ports).map_err(Error::Ports)?;
+    let user = options.user.as_deref().map(User::lookup).transpose()?;
     let netns = options.netns.as_deref().map(netns_inode).transpose()?;
+    let pins = match &options.pin {
+        Some(dir) => pin::prepare(dir, options.max_tracked_sockets)?,
+        None => Vec::new(),
+    };
+    raise_open_files_limit();
     // Bind before loading, so a busy port fails fast and leaves nothing behind.
     let listener = bind(options.listen)?;
     // The address actually bound: with port 0 the kernel picks one.
     let serving = listener.local_addr().unwrap_or(options.listen);
     let tail_listener = tail::server::bind(&options.tail_socket)?;
     let _socket_file = tail::server::SocketFile(options.tail_socket.clone());
-    let mut probe = Probe::load(&probe_config(netns, options.max_tracked_sockets)?)?;
+    let mut probe = Probe::load(&probe_config(netns, options.max_tracked_sockets, pins)?)?;
     release_startup_memory();
     let program_id = probe.program_id();
     // Features this kernel lacks, and what goes missing as a result: one line each.
@@ -45,6 +59,10 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         eprintln!("tcpmon: note: {note}");
     }
     let (ring, switch) = probe.take_tail_maps()?;
+    let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
+        .map_err(Error::Ports)?;
+    // Loaded, attached, bound: from here on the agent needs only what its scrapes use.
+    capabilities::drop_privileges(user.as_ref())?;
 
     runtime()?.block_on(async {
         let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
@@ -64,8 +82,9 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
             }
             _ => "all network namespaces".to_string(),
         };
+        let scheme = if web.tls.is_some() { "https" } else { "http" };
         eprintln!(
-            "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving http://{serving}/metrics and tail socket {}",
+            "tcpmon: program {program_id} attached to sock:inet_sock_set_state, counting {scope}; serving {scheme}://{serving}/metrics and tail socket {}",
             options.tail_socket.display()
         );
         let tail_listener = tokio::net::UnixListener::from_std(tail_listener)
@@ -73,7 +92,8 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         let tail = tokio::spawn(tail::server::serve(tail_listener, hub));
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("registering the listener")?;
-        let served = http::serve(listener, registry, shutdown_signal()?)
+        let app = routes::router(registry, &web);
+        let served = http::serve(listener, app, web.tls.clone(), shutdown_signal()?)
             .await
             .context("serving HTTP");
         tail.abort();
@@ -92,6 +112,25 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go programs do at start: the
+/// soft limit is often 1,024 (systemd's default), too few for [`http::MAX_CONNECTIONS`]
+/// scrapers next to the agent's own descriptors. Failing leaves the limit as it was; the
+/// server then waits for descriptors instead of failing.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Gives back to the kernel what start-up needed only once: parsing the kernel's BTF (5 MB or
 /// more) leaves freed heap that glibc would otherwise keep, about 15 MB of resident memory.
 pub fn release_startup_memory() {
@@ -100,13 +139,18 @@ pub fn release_startup_memory() {
 }
 
 /// Mounts tracefs if needed and reads this kernel's tracepoint layout and struct offsets.
-pub fn probe_config(netns: Option<u32>, max_tracked_sockets: u32) -> Result<ProbeConfig, Error> {
+pub fn probe_config(
+    netns: Option<u32>,
+    max_tracked_sockets: u32,
+    pins: Vec<(&'static str, PathBuf)>,
+) -> Result<ProbeConfig, Error> {
     tracefs::ensure_mounted()?;
     Ok(ProbeConfig {
         layout: tracefs::read_layout()?,
         offsets: KernelOffsets::from_vmlinux()?,
         netns,
         max_tracked_sockets,
+        pins,
     })
 }
 
@@ -118,6 +162,14 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     listener
         .set_nonblocking(true)
         .map_err(|cause| Error::Listen { addr, cause })?;
+    // std listens with a backlog of 128; let as many connections queue as are served at once,
+    // so a burst of scrapers waits for a slot instead of retrying SYNs.
+    let backlog = libc::c_int::try_from(http::MAX_CONNECTIONS).unwrap_or(libc::c_int::MAX);
+    // SAFETY: listen() again on a listening socket only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        let cause = io::Error::last_os_error();
+        return Err(Error::Listen { addr, cause });
+    }
     Ok(listener)
 }
 

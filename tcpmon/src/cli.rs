@@ -58,6 +58,25 @@ pub struct AgentOptions {
     /// Unix socket (mode 0600) where `tcpmon tail` connects.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub tail_socket: PathBuf,
+
+    /// Keep the counting maps pinned in this directory on a BPF filesystem (for example
+    /// /sys/fs/bpf/tcpmon), so a restart or upgrade continues every counter. Remove the
+    /// directory to count from zero.
+    #[arg(long, value_name = "DIR")]
+    pub pin: Option<PathBuf>,
+
+    /// After loading and attaching, run as this user (for example nobody), keeping only
+    /// CAP_SYS_ADMIN and CAP_SYS_PTRACE for entering network namespaces. Without it the agent
+    /// stays uid 0 with those two capabilities.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// TLS, client certificates, basic auth and response headers for the HTTP endpoint, from a
+    /// YAML file in the Prometheus exporter-toolkit web config format
+    /// (https://prometheus.io/docs/prometheus/latest/configuration/https/), read at start.
+    /// Without it: plain HTTP, no authentication.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -7,7 +7,7 @@ use std::{io, net::SocketAddr};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "not allowed to load eBPF programs and enter network namespaces (missing {missing}): run tcpmon as root or with sudo"
+        "not allowed to load eBPF programs and enter network namespaces (missing {missing}): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON"
     )]
     NotPrivileged { missing: String },
 
@@ -65,6 +65,23 @@ pub enum Error {
 
     #[error("{0}: lower --max-ports or give fewer --ports")]
     Ports(String),
+
+    #[error(
+        "no user named {name} on this host: pass an existing user to --user (for example nobody)"
+    )]
+    UnknownUser { name: String },
+
+    #[error("cannot keep counters in {path} ({reason}): pass --pin a directory on a BPF filesystem, for example /sys/fs/bpf/tcpmon")]
+    PinDir { path: String, reason: String },
+
+    #[error("the map pinned at {path} does not fit this agent ({reason}): start with the settings it was made with, or remove its directory to count from zero")]
+    PinMismatch { path: String, reason: String },
+
+    #[error("cannot read web config {path} ({cause}): pass a readable file to --web-config")]
+    WebConfigRead { path: String, cause: io::Error },
+
+    #[error("web config {path}: {reason}; fix the file (format: https://prometheus.io/docs/prometheus/latest/configuration/https/)")]
+    WebConfig { path: String, reason: String },
 
     #[error("{what}: {cause}")]
     Io { what: String, cause: io::Error },

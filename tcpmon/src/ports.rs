@@ -24,20 +24,44 @@ impl PortTable {
     /// A table with the `configured` ports, leaving room for `max_discovered` more. Fails when
     /// the two together exceed what the kernel maps hold.
     pub fn new(configured: &[u16], max_discovered: usize) -> Result<PortTable, String> {
+        PortTable::continuing(&[], configured, max_discovered)
+    }
+
+    /// A table that keeps the `previous` agent's (port, slot) assignments (read back from a
+    /// pinned port map, so counts already made in a slot keep their label), then adds the
+    /// `configured` ports. Previous ports that were not configured count as discovered.
+    pub fn continuing(
+        previous: &[(u16, u32)],
+        configured: &[u16],
+        max_discovered: usize,
+    ) -> Result<PortTable, String> {
         let mut table = PortTable {
             slot_of: BTreeMap::new(),
             labels: vec![OTHER.to_string()],
             discovered: 0,
             max_discovered,
         };
+        let mut previous = previous.to_vec();
+        previous.sort_by_key(|&(_, slot)| slot);
+        for (i, &(port, slot)) in previous.iter().enumerate() {
+            if slot as usize != i + 1 || table.insert(port).is_none() {
+                return Err(format!(
+                    "the pinned port table is inconsistent (port {port} in slot {slot})"
+                ));
+            }
+            if !configured.contains(&port) {
+                table.discovered += 1;
+            }
+        }
         for &port in configured {
             table.insert(port);
         }
-        let wanted = table.slot_of.len().saturating_add(max_discovered);
+        let room = max_discovered.saturating_sub(table.discovered);
+        let wanted = table.slot_of.len().saturating_add(room);
         if wanted > MAX_LABELLED_PORTS {
             return Err(format!(
                 "--ports ({}) plus --max-ports ({max_discovered}) exceed {MAX_LABELLED_PORTS} labelled ports",
-                table.slot_of.len()
+                table.slot_of.len() - table.discovered
             ));
         }
         Ok(table)
@@ -114,6 +138,22 @@ mod tests {
         assert_eq!(table.discover([8080]), vec![(8080, 1)]);
         assert_eq!(table.discover([9000, 8080]), vec![(9000, 2)]);
         assert_eq!(table.label(1), "8080");
+    }
+
+    #[test]
+    fn a_pinned_table_keeps_its_slots_and_its_discoveries_count() {
+        let previous = [(8080, 2), (443, 1), (22, 3)];
+        let mut table = PortTable::continuing(&previous, &[443, 5432], 2).expect("fits");
+        assert_eq!(
+            table.assignments().collect::<Vec<_>>(),
+            vec![(22, 3), (443, 1), (5432, 4), (8080, 2)]
+        );
+        // 8080 and 22 were discovered: the cap of 2 is reached.
+        assert_eq!(table.discover([9000]), vec![]);
+        assert_eq!(
+            PortTable::continuing(&[(80, 2)], &[], 2).expect_err("gap"),
+            "the pinned port table is inconsistent (port 80 in slot 2)"
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
-use std::os::fd::{AsFd, AsRawFd};
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+};
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, RingBuf},
@@ -62,7 +65,7 @@ impl KernelOffsets {
 }
 
 /// Everything the program is configured with at load time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ProbeConfig {
     pub layout: TracepointLayout,
     pub offsets: KernelOffsets,
@@ -70,6 +73,8 @@ pub struct ProbeConfig {
     pub netns: Option<u32>,
     /// Capacity of the per-socket map.
     pub max_tracked_sockets: u32,
+    /// Where each map kept across restarts is pinned (`--pin`); empty pins nothing.
+    pub pins: Vec<(&'static str, PathBuf)>,
 }
 
 /// The loaded and attached program. Dropping it detaches and unloads everything.
@@ -100,7 +105,12 @@ impl Probe {
         kernel_features::require()?;
         let l = &config.layout;
         let netns = config.netns.unwrap_or(0);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &config.pins {
+            // Reuses the map pinned there, or creates it and pins it there.
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .override_global("TP_SKADDR", &l.skaddr, true)
             .override_global("TP_OLDSTATE", &l.oldstate, true)
             .override_global("TP_NEWSTATE", &l.newstate, true)
@@ -240,6 +250,17 @@ impl Probe {
             Array::try_from(switch)
                 .map_err(|e| Error::Load(format!("{MAP_TAIL_SWITCH}: {e:#}")))?,
         ))
+    }
+
+    /// The (port, slot) assignments in the kernel's port table: empty for a new table, those
+    /// of the previous agent for a pinned one.
+    pub fn port_slots(&self) -> Result<Vec<(u16, u32)>, Error> {
+        let ports: HashMap<&MapData, u16, u32> = HashMap::try_from(self.map(MAP_PORTS)?)
+            .map_err(|e| Error::Load(format!("map {MAP_PORTS}: {e:#}")))?;
+        ports
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Load(format!("reading map {MAP_PORTS}: {e:#}")))
     }
 
     /// Gives `port` its own label value: the program counts it in `slot` from now on.

@@ -59,7 +59,28 @@ fn not_root() {
     assert_eq!(code, 1);
     assert_one_line(
         &stderr,
-        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root or with sudo",
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON",
+    );
+}
+
+#[test]
+fn root_without_cap_sys_admin() {
+    require_root();
+    let listen = free_addr().to_string();
+    let (code, stderr) = run(
+        "setpriv",
+        &[
+            "--bounding-set=-sys_admin",
+            TCPMON,
+            "agent",
+            "--listen",
+            &listen,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON",
     );
 }
 
@@ -173,5 +194,118 @@ fn tail_with_an_unknown_state_or_a_bad_cidr() {
     assert_one_line(
         &stderr,
         "invalid value '10.0.0.0/33' for '--addr <CIDR>': invalid address or CIDR '10.0.0.0/33': use for example 10.0.0.0/8 or ::1 (see `tcpmon --help`)",
+    );
+}
+
+#[test]
+fn a_bad_web_config_fails_before_anything_is_bound_or_loaded() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("tcpmon-errors-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("web.yml");
+    let path = file.to_string_lossy().into_owned();
+    // The address is taken: the web config must be reported first, so it is read before the
+    // agent binds (and binding comes before loading the eBPF program).
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("addr").to_string();
+    let agent = |text: &str| {
+        std::fs::write(&file, text).expect("write web config");
+        run(
+            TCPMON,
+            &["agent", "--listen", &listen, "--web-config", &path],
+        )
+    };
+    let advice =
+        "fix the file (format: https://prometheus.io/docs/prometheus/latest/configuration/https/)";
+    let (code, stderr) = agent("basic_auth_user:\n  prometheus: x\n");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("web config {path}: unknown field `basic_auth_user`, expected one of `tls_server_config`, `http_server_config`, `basic_auth_users`, `rate_limit`; {advice}"),
+    );
+    let (code, stderr) =
+        agent("tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.key\n");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("web config {path}: tls_server_config.cert_file {}: No such file or directory (os error 2); {advice}", dir.join("missing.pem").display()),
+    );
+    let (code, stderr) = agent("basic_auth_users:\n  prometheus: hunter2\n");
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("web config {path}: basic_auth_users.prometheus: not a bcrypt hash (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`); {advice}"),
+    );
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    let (code, stderr) = run(
+        TCPMON,
+        &["agent", "--listen", &listen, "--web-config", &path],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("cannot read web config {path} (No such file or directory (os error 2)): pass a readable file to --web-config"),
+    );
+}
+
+#[test]
+fn unknown_user() {
+    require_root();
+    let (code, stderr) = run(TCPMON, &["agent", "--user", "no-such-user-tcpmon"]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "no user named no-such-user-tcpmon on this host: pass an existing user to --user (for example nobody)",
+    );
+}
+
+#[test]
+fn pin_directory_not_on_a_bpf_filesystem() {
+    require_root();
+    let dir = format!("/tmp/tcpmon-not-bpffs-{}/pins", std::process::id());
+    let (code, stderr) = run(TCPMON, &["agent", "--pin", &dir]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("cannot keep counters in {dir} (not on a BPF filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf`): pass --pin a directory on a BPF filesystem, for example /sys/fs/bpf/tcpmon"),
+    );
+    assert!(!std::path::Path::new(&dir).exists(), "nothing made");
+}
+
+#[test]
+fn too_many_ports() {
+    require_root();
+    let ports: Vec<String> = (1..=250).map(|p| p.to_string()).collect();
+    let (code, stderr) = run(TCPMON, &["agent", "--ports", &ports.join(",")]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "--ports (250) plus --max-ports (32) exceed 256 labelled ports: lower --max-ports or give fewer --ports",
+    );
+}
+
+#[test]
+fn tail_socket_served_by_another_agent() {
+    require_root();
+    let ns = support::NetNs::new();
+    let agent = support::Agent::start(&ns);
+    let listen = free_addr().to_string();
+    let (code, stderr) = run(
+        TCPMON,
+        &[
+            "agent",
+            "--listen",
+            &listen,
+            "--tail-socket",
+            &agent.tail_socket,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!(
+            "cannot serve the tail socket {} (another agent is serving it): choose another path with --tail-socket",
+            agent.tail_socket
+        ),
     );
 }

@@ -4,12 +4,34 @@
 use proptest::prelude::*;
 use tcpmon::{
     btf::Btf,
+    cli::OutputFormat,
     histogram,
     sock_diag::{self, SocketCounts},
-    tail::filter::{Cidr, Filter},
+    tail::{
+        client::Printer,
+        event::{Event, Message},
+        filter::{parse_state, Cidr, Filter},
+    },
     tracefs::parse_layout,
 };
-use tcpmon_common::{DwellHistogram, DWELL_BUCKETS};
+use tcpmon_common::{DwellHistogram, TailEvent, AF_INET, AF_INET6, DWELL_BUCKETS};
+
+/// A kernel tail event made of arbitrary bytes, with a plausible family half the time.
+fn kernel_event(bytes: &[u8; 96], state_bias: u8) -> TailEvent {
+    // SAFETY: TailEvent is a #[repr(C)] struct of integers and byte arrays, 96 bytes: every bit
+    // pattern is a valid value.
+    let mut e: TailEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    if state_bias.is_multiple_of(2) {
+        e.family = if state_bias.is_multiple_of(4) {
+            AF_INET
+        } else {
+            AF_INET6
+        };
+        e.oldstate = i32::from(bytes[0] % 13);
+        e.newstate = i32::from(bytes[1] % 13);
+    }
+    e
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
@@ -61,6 +83,63 @@ proptest! {
     #[test]
     fn tail_requests_never_panic(text in "\\PC*") {
         let _ = serde_json::from_str::<Filter>(&text);
+    }
+
+    #[test]
+    fn kernel_events_decode_or_are_skipped_and_round_trip(
+        bytes in proptest::array::uniform32(any::<u8>()),
+        more in proptest::array::uniform32(any::<u8>()),
+        last in proptest::array::uniform32(any::<u8>()),
+        bias in any::<u8>(),
+    ) {
+        let mut all = [0u8; 96];
+        all[..32].copy_from_slice(&bytes);
+        all[32..64].copy_from_slice(&more);
+        all[64..].copy_from_slice(&last);
+        if let Some(event) = Event::from_kernel(&kernel_event(&all, bias), 0) {
+            let line = serde_json::to_string(&Message::Event(event.clone())).expect("encodes");
+            let back: Message = serde_json::from_str(&line).expect("decodes");
+            prop_assert_eq!(back, Message::Event(event));
+        }
+    }
+
+    #[test]
+    fn agent_lines_never_panic_the_client(text in "\\PC*") {
+        let _ = serde_json::from_str::<Message>(&text);
+    }
+
+    /// Any sequence of events, in any order, through every output format (the timeline
+    /// assembles connections across events): no panic, whatever the kernel sent.
+    #[test]
+    fn printers_take_any_event_sequence(
+        events in proptest::collection::vec(
+            (proptest::array::uniform32(any::<u8>()), any::<u8>(), 0u8..4),
+            0..64,
+        ),
+        lost in any::<u64>(),
+    ) {
+        for format in [OutputFormat::Table, OutputFormat::Json, OutputFormat::Timeline] {
+            let mut printer = Printer::new(format, None);
+            let mut out = Vec::new();
+            for (bytes, bias, socket) in &events {
+                let mut all = [0u8; 96];
+                all[..32].copy_from_slice(bytes);
+                // Few distinct sockets, so the timeline sees connections evolve.
+                all[8] = *socket;
+                let Some(event) = Event::from_kernel(&kernel_event(&all, *bias), 0) else {
+                    continue;
+                };
+                printer.print(Message::Event(event), &mut out).expect("prints");
+            }
+            printer.print(Message::Lost { count: lost }, &mut out).expect("prints");
+        }
+    }
+
+    #[test]
+    fn state_names_parse_or_fail_cleanly(text in "\\PC*") {
+        if let Ok(state) = parse_state(&text) {
+            prop_assert_eq!(parse_state(state.name()), Ok(state));
+        }
     }
 
     #[test]

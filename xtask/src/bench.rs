@@ -20,6 +20,9 @@ use crate::{
 const WORKERS: usize = 2;
 const BPFTRACE: &str =
     "tracepoint:sock:inet_sock_set_state { @[args->oldstate, args->newstate] = count(); }";
+/// A program that does nothing: what any tool on this classic tracepoint pays before its own
+/// work (the kernel builds the trace record and runs the BPF dispatch for every transition).
+const BPFTRACE_EMPTY: &str = "tracepoint:sock:inet_sock_set_state { }";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Contender {
@@ -27,14 +30,16 @@ enum Contender {
     TcpmonTail,
     Tcpstates,
     Bpftrace,
+    EmptyProgram,
 }
 
 impl Contender {
-    const ALL: [Contender; 4] = [
+    const ALL: [Contender; 5] = [
         Contender::Tcpmon,
         Contender::TcpmonTail,
         Contender::Tcpstates,
         Contender::Bpftrace,
+        Contender::EmptyProgram,
     ];
 
     fn name(self) -> &'static str {
@@ -43,6 +48,7 @@ impl Contender {
             Contender::TcpmonTail => "tcpmon agent + 1 tail client (NDJSON to /dev/null)",
             Contender::Tcpstates => "libbpf-tools tcpstates (to /dev/null)",
             Contender::Bpftrace => "bpftrace, transitions counted in a map",
+            Contender::EmptyProgram => "bpftrace, empty program (the tracepoint's own cost)",
         }
     }
 }
@@ -79,6 +85,7 @@ fn attach(contender: Contender) -> anyhow::Result<Attached> {
         }
         Contender::Tcpstates => (vec![quiet("tcpstates", &[])?], None),
         Contender::Bpftrace => (vec![quiet("bpftrace", &["-e", BPFTRACE])?], None),
+        Contender::EmptyProgram => (vec![quiet("bpftrace", &["-e", BPFTRACE_EMPTY])?], None),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -3,6 +3,7 @@ use std::{
     io::{self, BufRead, BufReader, ErrorKind, Write},
     os::unix::net::UnixStream,
     path::Path,
+    sync::Arc,
 };
 
 use anyhow::Context as _;
@@ -112,7 +113,7 @@ fn standalone(
         .map(crate::agent::netns_inode)
         .transpose()?;
     let max = tcpmon_common::MAX_TRACKED_SOCKETS;
-    let mut probe = Probe::load(&crate::agent::probe_config(netns, max)?)?;
+    let mut probe = Probe::load(&crate::agent::probe_config(netns, max, Vec::new())?)?;
     crate::agent::release_startup_memory();
     let (ring, switch) = probe.take_tail_maps()?;
     crate::agent::runtime()?.block_on(async {
@@ -130,7 +131,7 @@ fn standalone(
                     if missed > 0 {
                         printer.print(Message::Lost { count: missed }, out)?;
                     }
-                    if !printer.print(Message::Event(event), out)? {
+                    if !printer.print(Message::Event(Arc::unwrap_or_clone(event)), out)? {
                         return Ok(());
                     }
                     if subscription.events.is_empty() {

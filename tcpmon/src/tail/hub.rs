@@ -1,7 +1,8 @@
 //! The agent's side of the tail: it reads the kernel's ring buffer only while someone listens,
 //! and fans each event out to every subscriber whose filter matches, through a bounded queue
 //! per subscriber. A subscriber that falls behind loses events (counted, and told how many);
-//! it never slows the reader or another subscriber.
+//! it never slows the reader or another subscriber. Queues hold shared references to one decoded
+//! event, so stalled subscribers cost a pointer per queued event each, not a copy.
 use std::sync::{
     atomic::{AtomicU64, Ordering},
     Arc, Mutex,
@@ -47,13 +48,13 @@ fn drain(ring: &mut RingBuf<MapData>, realtime_offset: i128) -> Vec<Event> {
 struct Subscriber {
     id: u64,
     filter: Filter,
-    queue: mpsc::Sender<Event>,
+    queue: mpsc::Sender<Arc<Event>>,
     missed: Arc<AtomicU64>,
 }
 
 /// What a subscriber reads: its events, and how many it missed since it last looked.
 pub struct Subscription {
-    pub events: mpsc::Receiver<Event>,
+    pub events: mpsc::Receiver<Arc<Event>>,
     pub missed: Arc<AtomicU64>,
     id: u64,
     hub: Arc<Hub>,
@@ -193,8 +194,9 @@ impl Hub {
         }
         let subscribers = self.lock();
         for event in batch {
+            let event = Arc::new(event);
             for s in subscribers.iter().filter(|s| s.filter.matches(&event)) {
-                if s.queue.try_send(event.clone()).is_err() {
+                if s.queue.try_send(Arc::clone(&event)).is_err() {
                     s.missed.fetch_add(1, Ordering::Relaxed);
                     self.dropped_slow.fetch_add(1, Ordering::Relaxed);
                 }

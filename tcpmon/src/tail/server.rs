@@ -17,7 +17,7 @@ use tokio::{
 use super::{
     event::Message,
     filter::Filter,
-    format::json_line,
+    format::{event_line, json_line},
     hub::{Hub, Subscription},
 };
 use crate::error::Error;
@@ -27,6 +27,9 @@ pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
 const MAX_REQUEST: u64 = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LOST_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Tail clients served at once. Each stalled client holds up to `hub::QUEUE` references to
+/// shared events (128 KiB); the cap bounds that, and an incident needs a handful of clients.
+pub const MAX_CLIENTS: usize = 64;
 
 /// Binds the socket with mode 0600, replacing a stale one left by an agent that died.
 pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
@@ -92,11 +95,15 @@ async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
         Err(_) => Err("no request within 5 seconds".to_string()),
     };
     let filter = match filter {
+        Ok(_) if hub.subscribers() >= MAX_CLIENTS => Err(format!(
+            "too many tail clients ({MAX_CLIENTS} connected): close one and retry"
+        )),
+        other => other.map_err(|message| format!("bad request: {message}")),
+    };
+    let filter = match filter {
         Ok(filter) => filter,
         Err(message) => {
-            let line = json_line(&Message::Error {
-                message: format!("bad request: {message}"),
-            });
+            let line = json_line(&Message::Error { message });
             write.write_all(format!("{line}\n").as_bytes()).await?;
             return write.flush().await;
         }
@@ -112,7 +119,7 @@ async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
             event = subscription.events.recv() => {
                 let Some(event) = event else { return Ok(()) };
                 report_lost(&mut write, &subscription).await?;
-                write.write_all(format!("{}\n", json_line(&Message::Event(event))).as_bytes()).await?;
+                write.write_all(format!("{}\n", event_line(&event)).as_bytes()).await?;
                 if subscription.events.is_empty() {
                     write.flush().await?;
                 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 pub mod artefacts;
+pub mod tls;
 pub mod workload;
 
 use std::{
@@ -10,7 +11,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     sync::mpsc,
@@ -149,6 +150,21 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Raises this process's soft limit on open files to its hard limit, for tests that open
+/// a thousand sockets at once.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
 /// A loopback address with a port nobody listens on right now.
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -176,11 +192,23 @@ impl Agent {
         Agent::start_with(netns, &[])
     }
 
-    /// As [`Agent::start`], with more arguments for `tcpmon agent`.
+    /// As [`Agent::start`], with more arguments for `tcpmon agent` (for example
+    /// `--web-config FILE`).
     pub fn start_with(netns: &NetNs, args: &[&str]) -> Agent {
+        Agent::launch(netns, args, None)
+    }
+
+    /// As [`Agent::start_with`], with the soft limit on open files lowered to `soft` in the
+    /// agent (systemd's default is 1,024), to see that the agent raises it.
+    pub fn start_with_open_files(netns: &NetNs, args: &[&str], soft: u64) -> Agent {
+        Agent::launch(netns, args, Some(soft))
+    }
+
+    fn launch(netns: &NetNs, args: &[&str], soft_open_files: Option<u64>) -> Agent {
         let addr = free_addr();
         let tail_socket = format!("/run/{}.sock", netns.name);
-        let mut child = Command::new(TCPMON)
+        let mut command = Command::new(TCPMON);
+        command
             .args([
                 "agent",
                 "--listen",
@@ -191,9 +219,23 @@ impl Agent {
             .args(["--tail-socket", &tail_socket])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpmon agent");
+            .stderr(Stdio::piped());
+        if let Some(soft) = soft_open_files {
+            // SAFETY: only async-signal-safe calls (getrlimit, setrlimit) between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                    Ok(())
+                })
+            };
+        }
+        let mut child = command.spawn().expect("spawn tcpmon agent");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -230,11 +272,27 @@ impl Agent {
         agent.addr = line
             .split("serving http://")
             .nth(1)
+            .or_else(|| line.split("serving https://").nth(1))
             .and_then(|rest| rest.split('/').next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("no address in start-up line: {line}"));
         agent.startup_line = line;
         agent
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
+    /// A line of the agent's `/proc/PID/status` or `/proc/PID/limits`, by its label.
+    pub fn proc_line(&self, file: &str, label: &str) -> String {
+        proc_line(self.pid(), file, label)
+    }
+
+    /// The agent's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
     }
 
     pub fn scrape(&self) -> Scrape {
@@ -279,6 +337,25 @@ impl Drop for Agent {
         }
         let _ = std::fs::remove_file(&self.tail_socket);
     }
+}
+
+/// A line of `/proc/PID/FILE`, by its label.
+pub fn proc_line(pid: u32, file: &str, label: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/{file}: {e}"));
+    text.lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} in /proc/{pid}/{file}"))
+        .to_string()
+}
+
+/// A process's resident memory (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let line = proc_line(pid, "status", "VmRSS:");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected {line}"))
 }
 
 /// A minimal HTTP/1.0 GET; returns the body. Panics on a non-200 answer.

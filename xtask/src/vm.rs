@@ -23,18 +23,21 @@ use crate::{test, vm_kernels};
 /// The integration test binaries run in each virtual machine: every handshake and teardown
 /// kind counted exactly, IPv6, refused, timed-out and aborted connects, start-up and clean
 /// stop (`agent_metrics`, `handshake_failures`, `initiators`), every namespace found
-/// (`namespaces`), the tail's ring buffer with filters and a stalled client (`tail`), and each
-/// user-causable error's one line (`errors`). The storm, port-cardinality, Prometheus-server,
+/// (`namespaces`), the tail's ring buffer with filters and a stalled client (`tail`), each
+/// user-causable error's one line (`errors`), dropping to two capabilities after attaching
+/// (`least_privilege`) and maps pinned on a BPF file system surviving a restart (`pin`). The storm, port-cardinality, Prometheus-server,
 /// robustness and held-sockets tests stay on the host: their workloads of thousands of
 /// connections take minutes under software emulation, and `sockets.rs` times dwells against
 /// a wall clock that a slow guest overshoots.
-pub const TESTS: [&str; 6] = [
+pub const TESTS: [&str; 8] = [
     "agent_metrics",
     "handshake_failures",
     "initiators",
     "namespaces",
     "tail",
     "errors",
+    "least_privilege",
+    "pin",
 ];
 
 /// A kernel boot that has not finished after this long is killed and counted as failed.

@@ -9,6 +9,7 @@ mod tail_rate;
 mod test;
 mod vm;
 mod vm_kernels;
+mod vm_results;
 
 use std::process::Command;
 
@@ -110,7 +111,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Prints the kernel matrix (this machine's line first, if any); fails if a kernel failed.
-fn matrix(host: &str, outcomes: &[vm::Outcome]) -> anyhow::Result<()> {
+fn matrix(host: &str, outcomes: &[vm_results::Outcome]) -> anyhow::Result<()> {
     println!();
     println!("kernel matrix:");
     if !host.is_empty() {

@@ -18,17 +18,21 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{test, vm_kernels};
+use crate::{
+    vm_kernels,
+    vm_results::{read_results, report_failures, Outcome},
+};
 
 /// The integration test binaries run in each virtual machine: every handshake and teardown
 /// kind counted exactly, IPv6, refused, timed-out and aborted connects, start-up and clean
 /// stop (`agent_metrics`, `handshake_failures`, `initiators`), every namespace found
 /// (`namespaces`), the tail's ring buffer with filters and a stalled client (`tail`), each
 /// user-causable error's one line (`errors`), dropping to two capabilities after attaching
-/// (`least_privilege`) and maps pinned on a BPF file system surviving a restart (`pin`). The storm, port-cardinality, Prometheus-server,
-/// robustness and held-sockets tests stay on the host: their workloads of thousands of
-/// connections take minutes under software emulation, and `sockets.rs` times dwells against
-/// a wall clock that a slow guest overshoots.
+/// (`least_privilege`) and maps pinned on a BPF file system surviving a restart (`pin`).
+/// The storm, port-cardinality, Prometheus-server, robustness, HTTP, TLS and held-sockets
+/// tests stay on the host: their workloads of thousands of connections take minutes under
+/// software emulation, and `sockets.rs` times dwells against a wall clock that a slow guest
+/// overshoots.
 pub const TESTS: [&str; 8] = [
     "agent_metrics",
     "handshake_failures",
@@ -42,48 +46,6 @@ pub const TESTS: [&str; 8] = [
 
 /// A kernel boot that has not finished after this long is killed and counted as failed.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
-
-/// What one kernel's run gave.
-pub struct Outcome {
-    pub kernel: vm_kernels::Kernel,
-    pub passed: u64,
-    pub failed: u64,
-    pub seconds: f64,
-    /// (test binary, seconds in the guest).
-    pub binaries: Vec<(String, u64)>,
-    /// Why the run is a failure beyond failed tests (no boot, timeout, a binary that crashed).
-    pub problem: Option<String>,
-}
-
-impl Outcome {
-    pub fn ok(&self) -> bool {
-        self.failed == 0 && self.problem.is_none() && self.passed > 0
-    }
-
-    /// The matrix line: kernel, tests passed and failed, seconds.
-    pub fn line(&self) -> String {
-        let k = &self.kernel;
-        let binaries: Vec<String> = self
-            .binaries
-            .iter()
-            .map(|(name, s)| format!("{name} {s} s"))
-            .collect();
-        let mut line = format!(
-            "Linux {} (Debian {}, {}) in a VM: {} passed, {} failed in {:.0} s [{}]",
-            k.version,
-            k.suite,
-            k.release,
-            self.passed,
-            self.failed,
-            self.seconds,
-            binaries.join(", ")
-        );
-        if let Some(problem) = &self.problem {
-            line.push_str(&format!(" — {problem}"));
-        }
-        line
-    }
-}
 
 /// The kernels asked for (all of the matrix if none), each booted in turn.
 pub fn run(versions: &[String]) -> anyhow::Result<Vec<Outcome>> {
@@ -249,58 +211,4 @@ fn guest_script(workspace: &Path, out: &Path, binaries: &[(String, PathBuf)]) ->
         ));
     }
     script
-}
-
-fn read_results(
-    kernel: vm_kernels::Kernel,
-    out: &Path,
-    binaries: &[(String, PathBuf)],
-    seconds: f64,
-) -> Outcome {
-    let read = |file: String| fs::read_to_string(out.join(file)).unwrap_or_default();
-    let mut outcome = Outcome {
-        kernel,
-        passed: 0,
-        failed: 0,
-        seconds,
-        binaries: Vec::new(),
-        problem: None,
-    };
-    if read("release".into()).trim() != outcome.kernel.release {
-        outcome.problem = Some(format!(
-            "the VM did not run the tests; see {}/console.log",
-            out.display()
-        ));
-        return outcome;
-    }
-    for (name, _) in binaries {
-        let counts = read(format!("{name}.log")).lines().find_map(test::counts);
-        let status = read(format!("{name}.status"));
-        match counts {
-            Some((passed, failed, _)) => {
-                outcome.passed += passed;
-                outcome.failed += failed;
-            }
-            None => {
-                outcome.problem = Some(format!(
-                    "{name} ended without a result (status {})",
-                    status.trim()
-                ))
-            }
-        }
-        let guest_seconds = read(format!("{name}.seconds")).trim().parse().unwrap_or(0);
-        outcome.binaries.push((name.clone(), guest_seconds));
-    }
-    outcome
-}
-
-/// Prints what the failing binaries printed from their first failure on.
-fn report_failures(out: &Path, binaries: &[(String, PathBuf)]) {
-    for (name, _) in binaries {
-        let log = fs::read_to_string(out.join(format!("{name}.log"))).unwrap_or_default();
-        if let Some(start) = log.find("\nfailures:\n") {
-            eprintln!("---- {name} in the VM ----{}", &log[start..]);
-        }
-    }
-    eprintln!("(guest console: {}/console.log)", out.display());
 }

@@ -174,3 +174,15 @@ fn lock(path: &Path) -> anyhow::Result<fs::File> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::suite_of;
+
+    #[test]
+    fn kernels_are_named_by_version_or_suite() {
+        assert_eq!(suite_of("5.10"), Some(("5.10", "bullseye")));
+        assert_eq!(suite_of("trixie"), Some(("6.12", "trixie")));
+        assert_eq!(suite_of("4.19"), None);
+    }
+}

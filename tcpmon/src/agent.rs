@@ -54,6 +54,10 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let mut probe = Probe::load(&probe_config(netns, options.max_tracked_sockets, pins)?)?;
     release_startup_memory();
     let program_id = probe.program_id();
+    // Features this kernel lacks, and what goes missing as a result: one line each.
+    for note in crate::kernel_features::notes(&probe.program_stats()?) {
+        eprintln!("tcpmon: note: {note}");
+    }
     let (ring, switch) = probe.take_tail_maps()?;
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
         .map_err(Error::Ports)?;

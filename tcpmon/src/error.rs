@@ -43,6 +43,12 @@ pub enum Error {
     #[error("cannot open network namespace {path} ({cause}): pass a path such as /run/netns/NAME or /proc/PID/ns/net")]
     Netns { path: String, cause: io::Error },
 
+    #[error("this kernel lacks {what} (Linux {since} or newer): tcpmon cannot run on it; see \"Supported kernels\" in the README")]
+    KernelFeature {
+        what: &'static str,
+        since: &'static str,
+    },
+
     #[error("the kernel refused the eBPF program ({0}): check that this kernel supports BPF tracepoint programs")]
     Load(String),
 

@@ -144,7 +144,10 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
         family(
             16,
             MetricType::COUNTER,
-            vec![counter(&[], p.recursion_misses as f64)],
+            // Absent, not 0, where the kernel does not count them (before Linux 6.7).
+            p.recursion_misses
+                .map(|misses| vec![counter(&[], misses as f64)])
+                .unwrap_or_default(),
         ),
         family(
             17,

@@ -31,7 +31,7 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
         program: ProgramStats {
             run_time_ns: 1_500_000_000,
             run_count: 10,
-            recursion_misses: 0,
+            recursion_misses: Some(0),
         },
         bpf_stats_enabled: false,
         last_collect_seconds: 0.002,

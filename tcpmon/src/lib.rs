@@ -12,6 +12,7 @@ pub mod error;
 pub mod families;
 pub mod histogram;
 pub mod http;
+pub mod kernel_features;
 pub mod map_batch;
 pub mod netns;
 pub mod pin;

@@ -5,14 +5,27 @@
 //! first key whenever the current key is deleted under it, so on a busy host it can count
 //! sockets twice or never finish; the batch command walks buckets and always terminates.
 //! aya 0.14 has no public wrapper for it.
+//!
+//! Per-CPU arrays only gained the batch command in Linux 5.13; on older kernels (Debian 11's
+//! 5.10) it fails with ENOTSUPP and their slots are read one `BPF_MAP_LOOKUP_ELEM` each
+//! instead: a few thousand syscalls per scrape, exact all the same, since array slots are never
+//! deleted. Hash maps have had the batch command since 5.6.
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use aya::maps::MapData;
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// The kernel's internal "operation not supported" (not in libc): what a map type without a
+/// batch implementation answers.
+const ENOTSUPP: i32 = 524;
+/// Set once the kernel has refused a batch lookup of a per-CPU array, so later scrapes go
+/// straight to per-slot lookups.
+static ARRAY_BATCH_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 /// Entries fetched per call for hash maps: larger than any bucket can get, so no ENOSPC.
 const HASH_BATCH: usize = 4096;
 
@@ -102,7 +115,7 @@ pub fn per_cpu_array<T: aya::Pod>(map: &MapData, entries: u32) -> io::Result<Vec
     // The kernel lays each CPU's value out at an 8-byte stride.
     let stride = size_of::<T>().div_ceil(8) * 8;
     let mut slots = vec![Vec::new(); entries as usize];
-    for_each(map, 4, stride * cpus, entries as usize, |key, value| {
+    let mut store = |key: &[u8], value: &[u8]| {
         let index = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]) as usize;
         if let Some(slot) = slots.get_mut(index) {
             *slot = (0..cpus)
@@ -116,6 +129,59 @@ pub fn per_cpu_array<T: aya::Pod>(map: &MapData, entries: u32) -> io::Result<Vec
                 })
                 .collect();
         }
-    })?;
+    };
+    if !ARRAY_BATCH_UNSUPPORTED.load(Ordering::Relaxed) {
+        match for_each(map, 4, stride * cpus, entries as usize, &mut store) {
+            Err(e) if unsupported(&e) => ARRAY_BATCH_UNSUPPORTED.store(true, Ordering::Relaxed),
+            done => return done.map(|()| slots),
+        }
+    }
+    let mut value = vec![0u8; stride * cpus];
+    for index in 0..entries {
+        let key = index.to_ne_bytes();
+        lookup(map, &key, &mut value)?;
+        store(&key, &value);
+    }
     Ok(slots)
+}
+
+/// Whether `error` says the map type has no batch lookup (ENOTSUPP; EINVAL on kernels that
+/// predate the command altogether).
+fn unsupported(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(ENOTSUPP | libc::EINVAL))
+}
+
+/// The `elem` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// One `BPF_MAP_LOOKUP_ELEM`: copies the value at `key` (all CPUs' for a per-CPU map) into
+/// `value`, which must be the size the kernel writes.
+fn lookup(map: &MapData, key: &[u8], value: &mut [u8]) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: attr points at a key and a value buffer of the map's sizes that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &raw mut attr,
+            size_of::<ElemAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use tcpmon_common::{
 use crate::{
     btf::{Btf, VMLINUX_BTF},
     error::Error,
-    histogram, map_batch,
+    histogram, kernel_features, map_batch,
     prog_stats::{self, ProgramStats},
     tracefs::{TracepointLayout, TRACEPOINT_CATEGORY, TRACEPOINT_NAME},
 };
@@ -102,6 +102,7 @@ pub struct Snapshot {
 
 impl Probe {
     pub fn load(config: &ProbeConfig) -> Result<Probe, Error> {
+        kernel_features::require()?;
         let l = &config.layout;
         let netns = config.netns.unwrap_or(0);
         let mut loader = EbpfLoader::new();

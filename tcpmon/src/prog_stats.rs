@@ -2,6 +2,11 @@
 //! (counted only while `kernel.bpf_stats_enabled` is 1) and recursion misses (runs the kernel
 //! skipped because a BPF program was already running on that CPU: transitions tcpmon did not
 //! count). aya 0.14 does not expose the misses, so the info is read here.
+//!
+//! Older kernels know a shorter `bpf_prog_info` and say how much of it they filled in: run
+//! count and time exist since Linux 5.1 (counted since 5.8's `bpf_stats_enabled`), recursion
+//! misses since 5.12. A field the kernel did not fill in is unknown, not zero, and so are
+//! recursion misses on kernels that do not count them for tracepoint programs (before 6.7).
 use std::{fs, io, os::fd::AsRawFd};
 
 use aya_obj::generated::bpf_prog_info;
@@ -13,7 +18,8 @@ const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 pub struct ProgramStats {
     pub run_time_ns: u64,
     pub run_count: u64,
-    pub recursion_misses: u64,
+    /// `None` where the kernel does not count them for tracepoint programs (before Linux 6.7).
+    pub recursion_misses: Option<u64>,
 }
 
 /// The `info` member of `union bpf_attr`.
@@ -44,10 +50,15 @@ pub fn read(program: &impl AsRawFd) -> io::Result<ProgramStats> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    // The kernel writes back how many bytes of the info it knows.
+    let known = attr.info_len as usize;
+    let misses_end = std::mem::offset_of!(bpf_prog_info, recursion_misses) + size_of::<u64>();
     Ok(ProgramStats {
         run_time_ns: info.run_time_ns,
         run_count: info.run_cnt,
-        recursion_misses: info.recursion_misses,
+        recursion_misses: (known >= misses_end
+            && crate::kernel_features::counts_tracepoint_misses())
+        .then_some(info.recursion_misses),
     })
 }
 

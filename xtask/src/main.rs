@@ -8,6 +8,9 @@ mod soak;
 mod storm;
 mod tail_rate;
 mod test;
+mod vm;
+mod vm_kernels;
+mod vm_results;
 
 use std::process::Command;
 
@@ -30,8 +33,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the whole test suite: formatting, clippy, unit and privileged integration tests.
-    Test,
+    /// Run the whole test suite: formatting, clippy, unit and privileged integration tests on
+    /// this kernel, then the kernel matrix (`vm-test`) on Debian's 5.10, 6.1 and 6.12.
+    Test {
+        /// Skip the kernel matrix (for quick local runs; CI runs it).
+        #[arg(long)]
+        no_vm: bool,
+    },
+    /// Run the privileged integration tests (a reduced set) on other kernels, each booted in a
+    /// virtual machine: Debian's kernels, downloaded and cached in /var/cache/tcpmon/vm.
+    VmTest {
+        /// A kernel of the matrix: 5.10 (bullseye), 6.1 (bookworm) or 6.12 (trixie); repeat
+        /// for several. Default: all three.
+        #[arg(long = "kernel", value_name = "VERSION")]
+        kernels: Vec<String>,
+    },
     /// Benchmark tcpmon against no tracing, tcpstates and bpftrace; writes docs/BENCHMARKS.md.
     Bench {
         /// How long each storm runs.
@@ -72,12 +88,20 @@ fn main() -> anyhow::Result<()> {
                 .context("starting target/release/tcpmon")?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Task::Test => {
+        Task::Test { no_vm } => {
             setup::toolchain()?;
             setup::test_tools()?;
             cargo(&["fmt", "--all", "--check"])?;
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
-            test::run()
+            let host = test::run()?;
+            let outcomes = if no_vm { Vec::new() } else { vm::run(&[])? };
+            matrix(&host, &outcomes)
+        }
+        Task::VmTest { kernels } => {
+            setup::toolchain()?;
+            setup::test_tools()?;
+            let outcomes = vm::run(&kernels)?;
+            matrix("", &outcomes)
         }
         Task::Bench { seconds, rounds } => {
             setup::toolchain()?;
@@ -98,6 +122,27 @@ fn main() -> anyhow::Result<()> {
             tail_rate::run(std::time::Duration::from_secs(seconds))
         }
     }
+}
+
+/// Prints the kernel matrix (this machine's line first, if any); fails if a kernel failed.
+fn matrix(host: &str, outcomes: &[vm_results::Outcome]) -> anyhow::Result<()> {
+    println!();
+    println!("kernel matrix:");
+    if !host.is_empty() {
+        println!("  {host}");
+    }
+    for outcome in outcomes {
+        println!("  {}", outcome.line());
+    }
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.ok())
+        .map(|o| o.kernel.version.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("the tests failed on Linux {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 /// Runs cargo with `args` in the workspace root, failing on a non-zero exit.

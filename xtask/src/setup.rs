@@ -32,7 +32,7 @@ fn output(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
     eprintln!("xtask: {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
@@ -113,6 +113,40 @@ fn install_missing(tools: &[(&str, &str)]) -> anyhow::Result<()> {
 /// What the soak test calls: `ip`, `ss` and `nstat`, all from iproute2.
 pub fn soak_tools() -> anyhow::Result<()> {
     install_missing(&[("ip", "iproute2"), ("nstat", "iproute2")])
+}
+
+/// virtme-ng (PyPI) boots a kernel image with the host's root file system shared over 9p: the
+/// kernel matrix's virtual machines. 1.42 finds a Debian package's modules next to its kernel
+/// image, so nothing is installed under the host's /lib/modules.
+const VIRTME_NG: &str = "1.42";
+
+/// qemu and busybox (which virtme-ng's initramfs is built from) from Debian, and virtme-ng from
+/// PyPI, installed when missing. virtme-ng is run as `python3 -m virtme_ng.run`: a fresh pyenv
+/// has no shim for a script pip has just installed.
+pub fn vm_tools() -> anyhow::Result<()> {
+    install_missing(&[
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("depmod", "kmod"),
+        ("dpkg-deb", "dpkg"),
+    ])?;
+    let check =
+        format!("import importlib.metadata as m; assert m.version('virtme-ng') == '{VIRTME_NG}'");
+    if !succeeds("python3", &["-c", &check]) {
+        let spec = format!("virtme-ng=={VIRTME_NG}");
+        run(
+            "python3",
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--root-user-action=ignore",
+                &spec,
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// The peers `cargo xtask bench` measures tcpmon against, from Debian.

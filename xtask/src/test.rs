@@ -8,7 +8,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 /// Passed, failed and ignored counts of a `test result:` line.
-fn counts(line: &str) -> Option<(u64, u64, u64)> {
+pub fn counts(line: &str) -> Option<(u64, u64, u64)> {
     let rest = line.trim().strip_prefix("test result: ")?;
     let number = |word: &str| -> Option<u64> {
         rest.split([';', '.'])
@@ -18,7 +18,10 @@ fn counts(line: &str) -> Option<(u64, u64, u64)> {
     Some((number("passed")?, number("failed")?, number("ignored")?))
 }
 
-pub fn run() -> anyhow::Result<()> {
+/// Runs the whole suite on this machine's kernel; returns the closing line of the kernel matrix
+/// for it.
+pub fn run() -> anyhow::Result<String> {
+    let started = std::time::Instant::now();
     let mut child = Command::new(env!("CARGO"))
         .arg("test")
         .stdout(Stdio::piped())
@@ -41,7 +44,18 @@ pub fn run() -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
-    Ok(())
+    Ok(format!(
+        "Linux {} (this machine): {passed} passed, {failed} failed in {:.0} s [the whole suite]",
+        release(),
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+/// This machine's kernel release (`uname -r`).
+fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 #[cfg(test)]

@@ -186,6 +186,8 @@ pub struct Agent {
     /// stderr lines after the start-up line, collected by a reader thread.
     stderr: mpsc::Receiver<String>,
     pub startup_line: String,
+    /// `tcpmon: note:` lines printed before it: features this kernel lacks.
+    pub notes: Vec<String>,
 }
 
 impl Agent {
@@ -254,11 +256,18 @@ impl Agent {
             program_id: 0,
             stderr: rx,
             startup_line: String::new(),
+            notes: Vec::new(),
         };
-        let line = agent
-            .stderr
-            .recv_timeout(TIMEOUT)
-            .expect("agent printed its start-up line");
+        let line = loop {
+            let line = agent
+                .stderr
+                .recv_timeout(TIMEOUT)
+                .expect("agent printed its start-up line");
+            if !line.starts_with("tcpmon: note: ") {
+                break line;
+            }
+            agent.notes.push(line);
+        };
         agent.program_id = line
             .strip_prefix("tcpmon: program ")
             .and_then(|rest| rest.split(' ').next())

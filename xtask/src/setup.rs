@@ -73,25 +73,32 @@ pub fn toolchain() -> anyhow::Result<()> {
 
 /// kubernetes-validate (PyPI) checks the Kubernetes manifests against the Kubernetes schemas
 /// it carries, offline.
-const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+const KUBERNETES_VALIDATE: &str = "1.37.0";
 
 /// bpftool, promtool, iproute2, util-linux and systemd-analyze from Debian, and kubernetes-validate from PyPI,
 /// installed when missing.
 pub fn test_tools() -> anyhow::Result<()> {
-    if !succeeds("python3", &["-c", "import kubernetes_validate"]) {
-        run(
-            "python3",
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--root-user-action=ignore",
-                KUBERNETES_VALIDATE,
-            ],
-        )?;
-    }
+    pip_install_missing("kubernetes-validate", KUBERNETES_VALIDATE)?;
     install_missing(&TEST_TOOLS)
+}
+
+/// Installs `package` at exactly `version` from PyPI unless that version is installed.
+fn pip_install_missing(package: &str, version: &str) -> anyhow::Result<()> {
+    let check =
+        format!("import importlib.metadata as m; assert m.version('{package}') == '{version}'");
+    if succeeds("python3", &["-c", &check]) {
+        return Ok(());
+    }
+    let spec = format!("{package}=={version}");
+    let args = [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--root-user-action=ignore",
+        &spec,
+    ];
+    run("python3", &args)
 }
 
 /// Installs, from Debian, the package of every (command, package) whose command is missing.
@@ -130,23 +137,7 @@ pub fn vm_tools() -> anyhow::Result<()> {
         ("depmod", "kmod"),
         ("dpkg-deb", "dpkg"),
     ])?;
-    let check =
-        format!("import importlib.metadata as m; assert m.version('virtme-ng') == '{VIRTME_NG}'");
-    if !succeeds("python3", &["-c", &check]) {
-        let spec = format!("virtme-ng=={VIRTME_NG}");
-        run(
-            "python3",
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--root-user-action=ignore",
-                &spec,
-            ],
-        )?;
-    }
-    Ok(())
+    pip_install_missing("virtme-ng", VIRTME_NG)
 }
 
 /// The peers `cargo xtask bench` measures tcpmon against, from Debian.

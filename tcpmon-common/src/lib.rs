@@ -31,12 +31,6 @@ pub const EVENTS_RING_BYTES: u32 = 4 << 20;
 /// Name of the tracepoint program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "inet_sock_set_state";
 
-/// Bytes at the start of the tracepoint record that the program copies per event: every field
-/// it reads must end within them. They end at byte 32 on Linux 6.x; 48 leaves room for a
-/// common header 16 bytes larger, and the agent rejects layouts that do not fit. Copying less
-/// than the whole record saved 13 ns per transition (`cargo xtask cost`: 223 -> 209 ns).
-pub const RECORD_BYTES: usize = 48;
-
 /// TCP states are 1..=12 in the kernel (`TCP_ESTABLISHED` .. `TCP_NEW_SYN_RECV`); 16 slots keep
 /// the index arithmetic a shift and leave room for a future state.
 pub const STATE_SLOTS: u32 = 16;

@@ -7,12 +7,12 @@
 #![no_std]
 #![no_main]
 
+mod kernel;
 mod maps;
-mod record;
 mod tail;
 
-use aya_ebpf::programs::TracePointContext;
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::tracepoint};
+use aya_ebpf::programs::BtfTracePointContext;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::btf_tracepoint};
 use tcpmon_common::{
     handshake_duration_index, handshake_index, needs_sk_err, outcome, teardown_index,
     transition_index, Outcome, SocketEntry, AF_INET, AF_INET6, COUNTER_CLIENT_HANDSHAKE_UNTIMED,
@@ -23,32 +23,15 @@ use tcpmon_common::{
 };
 
 use crate::{
+    kernel::{global, read_kernel, sock_field},
     maps::{
         decrement, increment, observe, COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS,
         SOCKETS, TEARDOWNS, TRANSITIONS,
     },
-    record::{global, read_kernel, Record},
 };
 
-// Load-time configuration, set by the agent through `EbpfLoader::override_global`. Field
-// offsets come from the tracepoint's tracefs format file, kernel struct offsets from BTF.
-#[no_mangle]
-static TP_SKADDR: u32 = 8;
-#[no_mangle]
-static TP_OLDSTATE: u32 = 16;
-#[no_mangle]
-static TP_NEWSTATE: u32 = 20;
-#[no_mangle]
-static TP_SPORT: u32 = 24;
-#[no_mangle]
-static TP_DPORT: u32 = 26;
-#[no_mangle]
-static TP_FAMILY: u32 = 28;
-#[no_mangle]
-static TP_PROTOCOL: u32 = 30;
-/// Width of the `protocol` field: 1 before Linux 5.6, 2 since.
-#[no_mangle]
-static TP_PROTOCOL_SIZE: u32 = 2;
+// Load-time configuration, set by the agent through `EbpfLoader::override_global`: offsets of
+// kernel struct members, from the kernel's BTF.
 /// Inode of the only network namespace to count, or 0 to count every namespace.
 #[no_mangle]
 static NETNS_FILTER: u32 = 0;
@@ -64,67 +47,82 @@ static SK_ERR_OFFSET: u32 = 0;
 /// Offset of `struct tcp_sock.srtt_us` (smoothed RTT in 1/8 µs).
 #[no_mangle]
 static SRTT_OFFSET: u32 = 0;
+/// Offset of `struct sock.sk_protocol` (a `u16` since Linux 5.6).
+#[no_mangle]
+static SK_PROTOCOL_OFFSET: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_family`.
+#[no_mangle]
+static SK_FAMILY_OFFSET: u32 = 0;
+/// Offset of `struct inet_sock.inet_sport`: the local port, network byte order. Not
+/// `skc_num`, which is already 0 when a socket that had a port reaches CLOSE.
+#[no_mangle]
+static INET_SPORT_OFFSET: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_dport`: the remote port, network byte order.
+#[no_mangle]
+static SK_DPORT_OFFSET: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_num`: the local port, host byte order, a plain load
+/// (`inet_sport` takes a helper call), but only until the socket is unhashed on its way to CLOSE.
+#[no_mangle]
+static SK_NUM_OFFSET: u32 = 0;
 /// Offsets of the address fields, read only for tail events.
 #[no_mangle]
-static TP_SADDR: u32 = 32;
+static SK_RCV_SADDR_OFFSET: u32 = 0;
 #[no_mangle]
-static TP_DADDR: u32 = 36;
+static SK_DADDR_OFFSET: u32 = 0;
 #[no_mangle]
-static TP_SADDR_V6: u32 = 40;
+static SK_V6_RCV_SADDR_OFFSET: u32 = 0;
 #[no_mangle]
-static TP_DADDR_V6: u32 = 56;
+static SK_V6_DADDR_OFFSET: u32 = 0;
 
-/// One transition, as read from the record.
+/// One transition, as the tracepoint reports it.
 pub struct Transition {
-    skaddr: u64,
+    /// The tracepoint's `struct sock *`; its address keys the socket map.
+    sk: *const u8,
     old: i32,
     new: i32,
-    sport: u16,
     dport: u16,
     family: u16,
 }
 
 /// What the accounting learnt that a tail event reports too.
 pub struct Tracked {
+    /// When the transition was seen (`bpf_ktime_get_ns`), read once for the dwell time and the
+    /// tail event; 0 when neither needs it.
+    now: u64,
     dwell_ns: Option<u64>,
     sk_err: i32,
     owner: tail::Owner,
 }
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    match try_inet_sock_set_state(&ctx) {
-        Ok(()) | Err(_) => 0,
-    }
+/// `sock:inet_sock_set_state` as a BTF-enabled raw tracepoint: the kernel hands over its own
+/// arguments `(sk, oldstate, newstate)` without building a trace record, and the program reads
+/// the socket's fields straight from `struct sock` (the verifier knows its type from BTF).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    account(&ctx);
+    0
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
-    let record = Record::read(ctx)?;
-    let protocol = if global(&TP_PROTOCOL_SIZE) == 1 {
-        u16::from(record.field::<u8>(global(&TP_PROTOCOL))?)
-    } else {
-        record.field::<u16>(global(&TP_PROTOCOL))?
-    };
-    if protocol != IPPROTO_TCP {
-        return Ok(());
+fn account(ctx: &BtfTracePointContext) {
+    let sk: *const u8 = ctx.arg(0);
+    if sock_field::<u16>(sk, &SK_PROTOCOL_OFFSET) != IPPROTO_TCP {
+        return;
     }
-    let skaddr: u64 = record.field(global(&TP_SKADDR))?;
     let netns = global(&NETNS_FILTER);
-    if netns != 0 && socket_netns(skaddr)? != netns {
-        return Ok(());
+    if netns != 0 && socket_netns(sk) != netns {
+        return;
     }
-    let family: u16 = record.field(global(&TP_FAMILY))?;
+    let family: u16 = sock_field(sk, &SK_FAMILY_OFFSET);
     let family_slot = match family {
         AF_INET => 0,
         AF_INET6 => 1,
-        _ => return Ok(()),
+        _ => return,
     };
     let t = Transition {
-        skaddr,
-        old: record.field(global(&TP_OLDSTATE))?,
-        new: record.field(global(&TP_NEWSTATE))?,
-        sport: record.field(global(&TP_SPORT))?,
-        dport: record.field(global(&TP_DPORT))?,
+        sk,
+        old: ctx.arg(1),
+        new: ctx.arg(2),
+        dport: u16::from_be(sock_field(sk, &SK_DPORT_OFFSET)),
         family,
     };
     if let Some(index) = transition_index(family_slot, t.old as u32, t.new as u32) {
@@ -137,6 +135,12 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         track(&t, tail)
     } else {
         Tracked {
+            // SAFETY: the helper has no preconditions.
+            now: if tail {
+                unsafe { bpf_ktime_get_ns() }
+            } else {
+                0
+            },
             dwell_ns: None,
             sk_err: 0,
             owner: if tail {
@@ -147,9 +151,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         }
     };
     if tail {
-        tail::emit(ctx, &t, &tracked);
+        tail::emit(sk, &t, &tracked);
     }
-    Ok(())
 }
 
 /// Dwell time, handshake and teardown accounting, and the socket's entry.
@@ -168,7 +171,7 @@ fn track(t: &Transition, tail: bool) -> Tracked {
             return tracked;
         }
     }
-    let entry = SOCKETS.get_ptr_mut(t.skaddr);
+    let entry = SOCKETS.get_ptr_mut(t.sk as u64);
     let mut dwell_ns = None;
     let mut owner = tail::Owner::none();
     // A stale entry (its socket's CLOSE was never seen, and the address now belongs to a new
@@ -206,7 +209,7 @@ fn track(t: &Transition, tail: bool) -> Tracked {
     };
 
     let sk_err = if needs_sk_err(t.old, t.new) {
-        read_kernel::<i32>(t.skaddr, global(&SK_ERR_OFFSET)).unwrap_or(0)
+        sock_field::<i32>(t.sk, &SK_ERR_OFFSET)
     } else {
         0
     };
@@ -234,7 +237,7 @@ fn track(t: &Transition, tail: bool) -> Tracked {
             // deletes - entries present) can only be low while this runs, never high. Another
             // CPU's insert may have evicted the entry since the lookup: then it was no delete.
             increment(&COUNTERS, COUNTER_TRACKED_DELETES);
-            if SOCKETS.remove(t.skaddr).is_err() {
+            if SOCKETS.remove(t.sk as u64).is_err() {
                 decrement(&COUNTERS, COUNTER_TRACKED_DELETES);
             }
         }
@@ -259,6 +262,7 @@ fn track(t: &Transition, tail: bool) -> Tracked {
         None => {}
     }
     Tracked {
+        now,
         dwell_ns,
         sk_err,
         owner,
@@ -278,7 +282,7 @@ fn insert(t: &Transition, now: u64, port_slot: u32, side: u32, owner: &tail::Own
         side: side as u16,
     };
     let inserted = SOCKETS
-        .insert(t.skaddr, entry, u64::from(BPF_NOEXIST))
+        .insert(t.sk as u64, entry, u64::from(BPF_NOEXIST))
         .is_ok();
     if inserted {
         increment(&COUNTERS, COUNTER_TRACKED_INSERTS);
@@ -300,6 +304,7 @@ fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
     }
     // CLOSE -> SYN_SENT, CLOSE -> LISTEN, LISTEN -> SYN_RECV conclude nothing.
     Some(Tracked {
+        now,
         dwell_ns: None,
         sk_err: 0,
         owner,
@@ -316,7 +321,7 @@ fn handshake_time(t: &Transition, result: u32, port_slot: u32, dwell_ns: Option<
             _ => increment(&COUNTERS, COUNTER_CLIENT_HANDSHAKE_UNTIMED),
         }
     } else if result == HANDSHAKE_SERVER_ESTABLISHED {
-        let srtt = read_kernel::<u32>(t.skaddr, global(&SRTT_OFFSET)).unwrap_or(0);
+        let srtt = read_kernel::<u32>(t.sk as u64, global(&SRTT_OFFSET)).unwrap_or(0);
         match handshake_duration_index(port_slot, SIDE_SERVER) {
             // srtt_us holds 8x the RTT in microseconds: 125 ns per unit.
             Some(index) if srtt > 0 => observe(&HANDSHAKE_DURATION, index, u64::from(srtt) * 125),
@@ -335,20 +340,35 @@ fn service_port(t: &Transition) -> (u32, u32) {
         return (slot(t.dport).unwrap_or(PORT_OTHER), SIDE_CLIENT);
     }
     if t.old == TCP_LISTEN {
-        return (slot(t.sport).unwrap_or(PORT_OTHER), SIDE_SERVER);
+        return (slot(local_port(t)).unwrap_or(PORT_OTHER), SIDE_SERVER);
     }
-    match (slot(t.sport), slot(t.dport)) {
+    match (slot(local_port(t)), slot(t.dport)) {
         (Some(s), _) => (s, SIDE_SERVER),
         (None, Some(s)) => (s, SIDE_CLIENT),
         (None, None) => (PORT_OTHER, SIDE_CLIENT),
     }
 }
 
-/// The network namespace inode of the socket at `skaddr`.
+/// The socket's local port. `skc_num` is a plain load from `struct sock`, and right for every
+/// transition but one into CLOSE: the kernel unhashes a socket, zeroing `skc_num`, before it
+/// stores CLOSE. (A listener's child starts as a copy of the listener: `skc_num` is already the
+/// port it was accepted on.) `inet_sport` keeps the port to the end, but lies in
+/// `struct inet_sock`, past the `struct sock` the verifier knows the tracepoint's pointer as,
+/// so it takes a helper call: made only for CLOSE.
 #[inline(always)]
-fn socket_netns(skaddr: u64) -> Result<u32, i32> {
-    let net = read_kernel::<u64>(skaddr, global(&SK_NET_OFFSET))?;
-    read_kernel::<u32>(net, global(&NET_INUM_OFFSET))
+pub fn local_port(t: &Transition) -> u16 {
+    if t.new != TCP_CLOSE {
+        return sock_field(t.sk, &SK_NUM_OFFSET);
+    }
+    let port = read_kernel::<u16>(t.sk as u64, global(&INET_SPORT_OFFSET)).unwrap_or(0);
+    u16::from_be(port)
+}
+
+/// The network namespace inode of the socket.
+#[inline(always)]
+fn socket_netns(sk: *const u8) -> u32 {
+    let net: *const u8 = sock_field(sk, &SK_NET_OFFSET);
+    sock_field(net, &NET_INUM_OFFSET)
 }
 
 #[cfg(not(test))]

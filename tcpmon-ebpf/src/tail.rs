@@ -1,10 +1,8 @@
 //! Tail events: one per transition while a `tcpmon tail` client is connected, with the process
 //! that owns the socket carried from the transitions that run in its context.
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf},
-    programs::TracePointContext,
-    EbpfContext,
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
 };
 use tcpmon_common::{
     SocketEntry, TailEvent, AF_INET, COUNTER_EVENTS, COUNTER_EVENTS_DROPPED, DWELL_UNKNOWN,
@@ -12,15 +10,11 @@ use tcpmon_common::{
 };
 
 use crate::{
+    kernel::{sock_field, sock_field_at},
     maps::{increment, COUNTERS, EVENTS, SOCKETS, TAIL_SWITCH},
-    record::global,
-    Tracked, Transition, TP_DADDR, TP_DADDR_V6, TP_SADDR, TP_SADDR_V6,
+    Tracked, Transition, SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET,
+    SK_V6_RCV_SADDR_OFFSET,
 };
-
-/// Unread bytes in the ring buffer at which the agent is woken: about 630 events.
-const WAKEUP_BYTES: u64 = 64 * 1024;
-/// A TailEvent in the ring buffer: 8 bytes of record header, then the event.
-const RECORD_BYTES: u64 = 8 + core::mem::size_of::<TailEvent>() as u64;
 
 /// Whether a tail client is connected.
 #[inline(always)]
@@ -86,7 +80,7 @@ pub fn owner_of(t: &Transition) -> Owner {
     if in_process_context(t) {
         return Owner::current();
     }
-    match SOCKETS.get_ptr(t.skaddr) {
+    match SOCKETS.get_ptr(t.sk as u64) {
         // SAFETY: the map returned a valid pointer to this socket's value.
         Some(entry) => Owner::of_entry(unsafe { &*entry }),
         None => Owner::none(),
@@ -96,7 +90,7 @@ pub fn owner_of(t: &Transition) -> Owner {
 /// Writes the tail event straight into the ring buffer (the BPF stack is too small for a copy);
 /// a full ring buffer is counted, never waited for.
 #[inline(always)]
-pub fn emit(ctx: &TracePointContext, t: &Transition, tracked: &Tracked) {
+pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
     let Some(mut entry) = EVENTS.reserve::<TailEvent>(0) else {
         increment(&COUNTERS, COUNTER_EVENTS_DROPPED);
         return;
@@ -105,49 +99,46 @@ pub fn emit(ctx: &TracePointContext, t: &Transition, tracked: &Tracked) {
     // SAFETY: `event` points at a reserved, writable TailEvent in the ring buffer; every field
     // is written before submit.
     unsafe {
-        (*event).ts_ns = aya_ebpf::helpers::bpf_ktime_get_ns();
-        (*event).skaddr = t.skaddr;
+        (*event).ts_ns = tracked.now;
+        (*event).skaddr = t.sk as u64;
         (*event).dwell_ns = tracked.dwell_ns.unwrap_or(DWELL_UNKNOWN);
-        (*event).saddr = [0; 16];
-        (*event).daddr = [0; 16];
         (*event).comm = tracked.owner.comm;
         (*event).pid = tracked.owner.pid;
         (*event).oldstate = t.old;
         (*event).newstate = t.new;
         (*event).sk_err = tracked.sk_err;
-        (*event).sport = t.sport;
+        (*event).sport = crate::local_port(t);
         (*event).dport = t.dport;
         (*event).family = t.family;
         (*event)._pad = [0; 2];
-        let base = ctx.as_ptr() as u64;
+        // Plain loads from the socket, word by word (the record is 8-byte aligned, and so are
+        // the address arrays in it): no helper call and no zeroing pass.
+        let saddr = (&raw mut (*event).saddr).cast::<[u32; 4]>();
+        let daddr = (&raw mut (*event).daddr).cast::<[u32; 4]>();
         if t.family == AF_INET {
-            read_into(base, global(&TP_SADDR), &mut (&mut (*event).saddr)[..4]);
-            read_into(base, global(&TP_DADDR), &mut (&mut (*event).daddr)[..4]);
+            *saddr = [sock_field(sk, &SK_RCV_SADDR_OFFSET), 0, 0, 0];
+            *daddr = [sock_field(sk, &SK_DADDR_OFFSET), 0, 0, 0];
         } else {
-            read_into(base, global(&TP_SADDR_V6), &mut (*event).saddr);
-            read_into(base, global(&TP_DADDR_V6), &mut (*event).daddr);
+            *saddr = ipv6(sk, &SK_V6_RCV_SADDR_OFFSET);
+            *daddr = ipv6(sk, &SK_V6_DADDR_OFFSET);
         }
     }
-    // Wake the agent only once a batch has piled up: a wake-up per event (the ring buffer's
-    // default whenever the reader has caught up) costs an irq_work and a context switch each.
-    // The agent also polls every few milliseconds, so a quiet stream is not held back.
-    // Once per WAKEUP_BYTES of unread data: when this event's bytes cross a multiple of it
-    // (the reserved record counts as available, header included).
-    let avail = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let before = avail.saturating_sub(RECORD_BYTES);
-    let flags = if avail / WAKEUP_BYTES != before / WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    // Never wake the agent: it polls every few milliseconds while a client listens. A wake-up
+    // per event (the ring buffer's default whenever the reader has caught up) costs an
+    // irq_work and a context switch each; even one per 64 KiB cost a helper call per event to
+    // find out when.
+    let flags = BPF_RB_NO_WAKEUP;
     entry.submit(u64::from(flags));
     increment(&COUNTERS, COUNTER_EVENTS);
 }
 
-/// Copies `out.len()` bytes of the record at `offset` into `out`; leaves zeros on failure.
+/// The `struct in6_addr` member of the socket at `*offset`, as its four 32-bit words.
 #[inline(always)]
-fn read_into(record: u64, offset: u32, out: &mut [u8]) {
-    // SAFETY: the source is inside the tracepoint record (offsets from its format file); the
-    // helper fails cleanly rather than fault.
-    let _ = unsafe { bpf_probe_read_kernel_buf((record + u64::from(offset)) as *const u8, out) };
+fn ipv6(sk: *const u8, offset: &'static u32) -> [u32; 4] {
+    [
+        sock_field_at(sk, offset, 0),
+        sock_field_at(sk, offset, 4),
+        sock_field_at(sk, offset, 8),
+        sock_field_at(sk, offset, 12),
+    ]
 }

@@ -23,7 +23,6 @@ use crate::{
     probe::{KernelOffsets, Probe, ProbeConfig},
     routes,
     tail::{self, hub::Hub},
-    tracefs,
     web_config::WebConfig,
 };
 
@@ -51,13 +50,13 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let serving = listener.local_addr().unwrap_or(options.listen);
     let tail_listener = tail::server::bind(&options.tail_socket)?;
     let _socket_file = tail::server::SocketFile(options.tail_socket.clone());
-    let mut probe = Probe::load(&probe_config(netns, options.max_tracked_sockets, pins)?)?;
+    let config = probe_config(netns, options.max_tracked_sockets, pins)?;
+    if config.offsets.skips_runs_under_init {
+        eprintln!("{SKIPS_UNDER_INIT_NOTE}");
+    }
+    let mut probe = Probe::load(&config)?;
     release_startup_memory();
     let program_id = probe.program_id();
-    // Features this kernel lacks, and what goes missing as a result: one line each.
-    for note in crate::kernel_features::notes(&probe.program_stats()?) {
-        eprintln!("tcpmon: note: {note}");
-    }
     let (ring, switch) = probe.take_tail_maps()?;
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
         .map_err(Error::Ports)?;
@@ -65,7 +64,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     capabilities::drop_privileges(user.as_ref())?;
 
     runtime()?.block_on(async {
-        let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
+        let hub = Hub::start(ring, switch);
         let collector =
             ProbeCollector::new(probe, ports, options.netns.clone(), Arc::clone(&hub))?;
         let registry = Registry::new();
@@ -138,15 +137,17 @@ pub fn release_startup_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
-/// Mounts tracefs if needed and reads this kernel's tracepoint layout and struct offsets.
+/// Printed at start on kernels that hide interrupt work on top of PID 1 from BPF tracing
+/// programs (see `KernelOffsets::skips_runs_under_init`).
+pub const SKIPS_UNDER_INIT_NOTE: &str = "tcpmon: note: this kernel does not run BPF tracing programs while a thread of PID 1 is the current task; transitions made in interrupts that land on PID 1 are neither counted nor reported as skipped runs";
+
+/// Reads this kernel's struct offsets from its BTF.
 pub fn probe_config(
     netns: Option<u32>,
     max_tracked_sockets: u32,
     pins: Vec<(&'static str, PathBuf)>,
 ) -> Result<ProbeConfig, Error> {
-    tracefs::ensure_mounted()?;
     Ok(ProbeConfig {
-        layout: tracefs::read_layout()?,
         offsets: KernelOffsets::from_vmlinux()?,
         netns,
         max_tracked_sockets,

@@ -123,6 +123,14 @@ impl<'a> Btf<'a> {
         &tail[..end]
     }
 
+    /// Whether a typedef named `name` exists (the kernel declares one, `btf_trace_<name>`, for
+    /// every tracepoint a BTF-enabled program can attach to).
+    pub fn has_typedef(&self, name: &str) -> bool {
+        self.types
+            .iter()
+            .any(|t| t.kind == KIND_TYPEDEF && self.name(t.name_offset) == name.as_bytes())
+    }
+
     /// Byte offset of `path` (member names, outermost first) inside `struct <root>`.
     /// Members of anonymous structs and unions are found as if they were direct members,
     /// as in C.

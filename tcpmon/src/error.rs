@@ -11,17 +11,11 @@ pub enum Error {
     )]
     NotPrivileged { missing: String },
 
-    #[error("tracefs is not mounted at {path} and mounting it failed ({cause}): mount it with `mount -t tracefs nodev {path}` and start tcpmon again")]
-    TracefsMount {
+    #[error("tracepoint sock:inet_sock_set_state is not in this kernel's BTF ({path} has no {typedef}): tcpmon needs Linux 5.8 or newer")]
+    TracepointMissing {
         path: &'static str,
-        cause: io::Error,
+        typedef: &'static str,
     },
-
-    #[error("tracepoint sock:inet_sock_set_state is missing ({path} not found): tcpmon needs Linux 4.16 or newer with CONFIG_TRACEPOINTS")]
-    TracepointMissing { path: String },
-
-    #[error("cannot understand {path} ({reason}): this kernel's tracepoint layout is not supported, please report it")]
-    TracepointFormat { path: String, reason: String },
 
     #[error("kernel BTF is not available ({path}: {cause}): tcpmon needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     BtfMissing {
@@ -49,7 +43,7 @@ pub enum Error {
         since: &'static str,
     },
 
-    #[error("the kernel refused the eBPF program ({0}): check that this kernel supports BPF tracepoint programs")]
+    #[error("the kernel refused the eBPF program ({0}): check that this kernel supports BTF-enabled tracepoint programs (tp_btf)")]
     Load(String),
 
     #[error(

@@ -26,7 +26,6 @@ pub mod state;
 pub mod tail;
 pub mod tls;
 pub mod tls_config;
-pub mod tracefs;
 pub mod web_config;
 
 /// Runs the command the user asked for.

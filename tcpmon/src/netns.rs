@@ -5,6 +5,7 @@ use std::{
     io,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 /// One path per network namespace on the host, keyed by inode: every process's
@@ -34,31 +35,47 @@ pub fn all() -> BTreeMap<u64, PathBuf> {
     found
 }
 
-/// Runs `f` inside each namespace in turn, on a thread of its own (setns changes only the
-/// calling thread), and returns its results. A path that is not a namespace any more (it
-/// vanished, or `/run/netns` holds a file whose mount is gone) is skipped.
+/// Runs `f` inside each namespace, on worker threads of their own (setns changes only the
+/// calling thread; one worker per CPU, since every socket dump walks the host's whole
+/// established hash), and returns its results in the order of `paths`. A path that is not a
+/// namespace any more (it vanished, or `/run/netns` holds a file whose mount is gone) is
+/// skipped.
 pub fn in_each<T: Send>(
-    paths: impl IntoIterator<Item = PathBuf> + Send,
-    f: impl Fn() -> io::Result<T> + Send,
+    paths: Vec<PathBuf>,
+    f: impl Fn() -> io::Result<T> + Sync,
 ) -> io::Result<Vec<T>> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let mut results = Vec::new();
-                for path in paths {
-                    let Ok(file) = File::open(&path) else {
-                        continue;
-                    };
-                    if enter(&file, &path).is_err() {
-                        continue;
-                    }
-                    results.push(f()?);
-                }
-                Ok(results)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("namespace walker panicked")))
-    })
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, paths.len().max(1));
+    let next = AtomicUsize::new(0);
+    let work = || -> io::Result<Vec<(usize, T)>> {
+        let mut results = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = paths.get(index) else {
+                return Ok(results);
+            };
+            let Ok(file) = File::open(path) else {
+                continue;
+            };
+            if enter(&file, path).is_ok() {
+                results.push((index, f()?));
+            }
+        }
+    };
+    let mut all = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            let results = handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("namespace walker panicked")))?;
+            all.extend(results);
+        }
+        Ok::<_, io::Error>(all)
+    })?;
+    all.sort_by_key(|(index, _)| *index);
+    Ok(all.into_iter().map(|(_, result)| result).collect())
 }
 
 fn enter(file: &File, path: &Path) -> io::Result<()> {
@@ -71,4 +88,29 @@ fn enter(file: &File, path: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_in_every_namespace_and_skips_vanished_ones() {
+        // setns needs CAP_SYS_ADMIN: the suite runs as root.
+        let own = PathBuf::from("/proc/self/ns/net");
+        let paths = vec![
+            own.clone(),
+            PathBuf::from("/run/netns/tcpmon-no-such-namespace"),
+            own.clone(),
+            own,
+        ];
+        let calls = AtomicUsize::new(0);
+        let results = in_each(paths, || Ok(calls.fetch_add(1, Ordering::SeqCst))).expect("runs");
+        assert_eq!(results.len(), 3, "the missing namespace is skipped");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let failed = in_each(vec![PathBuf::from("/proc/self/ns/net")], || {
+            Err::<(), _>(io::Error::other("boom"))
+        });
+        assert_eq!(failed.expect_err("propagates").to_string(), "boom");
+    }
 }

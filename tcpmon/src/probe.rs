@@ -6,8 +6,8 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, RingBuf},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
+    programs::BtfTracePoint,
+    Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
     DwellHistogram, SocketEntry, COUNTER_SLOTS, HANDSHAKE_DURATION_SLOTS, HANDSHAKE_SLOTS,
@@ -21,15 +21,25 @@ use crate::{
     error::Error,
     histogram, kernel_features, map_batch,
     prog_stats::{self, ProgramStats},
-    tracefs::{TracepointLayout, TRACEPOINT_CATEGORY, TRACEPOINT_NAME},
 };
+
+/// The tracepoint the program attaches to, and the typedef the kernel's BTF declares for it.
+pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
+const TRACEPOINT_TYPEDEF: &str = "btf_trace_inet_sock_set_state";
 
 /// The eBPF object built by `build.rs`, embedded so the agent is one file.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpmon"));
 
-/// Kernel struct offsets the program needs, read from BTF.
+/// Kernel struct offsets the program needs, read from BTF, and one property of the kernel that
+/// its BTF reveals.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelOffsets {
+    /// The kernel silently skips BPF tracing programs while a thread of PID 1 is the current
+    /// task, unless PID 1 loaded them (the sandbox kernels tcpmon is developed on patch
+    /// `__bpf_trace_run` this way; their `struct bpf_prog_aux` has an `init_owned` member that
+    /// mainline lacks). Transitions the kernel makes in an interrupt that lands on PID 1 are
+    /// then neither counted nor reported as skipped runs.
+    pub skips_runs_under_init: bool,
     /// `struct sock.__sk_common.skc_net.net`
     pub sk_net: u32,
     /// `struct net.ns.inum`
@@ -38,6 +48,24 @@ pub struct KernelOffsets {
     pub sk_err: u32,
     /// `struct tcp_sock.srtt_us`
     pub srtt: u32,
+    /// `struct sock.sk_protocol`
+    pub sk_protocol: u32,
+    /// `struct sock.__sk_common.skc_family`
+    pub sk_family: u32,
+    /// `struct inet_sock.inet_sport`
+    pub inet_sport: u32,
+    /// `struct sock.__sk_common.skc_dport`
+    pub sk_dport: u32,
+    /// `struct sock.__sk_common.skc_num`
+    pub sk_num: u32,
+    /// `struct sock.__sk_common.skc_rcv_saddr`
+    pub sk_rcv_saddr: u32,
+    /// `struct sock.__sk_common.skc_daddr`
+    pub sk_daddr: u32,
+    /// `struct sock.__sk_common.skc_v6_rcv_saddr`
+    pub sk_v6_rcv_saddr: u32,
+    /// `struct sock.__sk_common.skc_v6_daddr`
+    pub sk_v6_daddr: u32,
 }
 
 impl KernelOffsets {
@@ -51,7 +79,18 @@ impl KernelOffsets {
             reason,
         };
         let btf = Btf::parse(&data).map_err(layout)?;
+        if !btf.has_typedef(TRACEPOINT_TYPEDEF) {
+            return Err(Error::TracepointMissing {
+                path: VMLINUX_BTF,
+                typedef: TRACEPOINT_TYPEDEF,
+            });
+        }
+        let common = |member| {
+            btf.member_offset("sock", &["__sk_common", member])
+                .map_err(layout)
+        };
         Ok(KernelOffsets {
+            skips_runs_under_init: btf.member_offset("bpf_prog_aux", &["init_owned"]).is_ok(),
             sk_net: btf
                 .member_offset("sock", &["__sk_common", "skc_net", "net"])
                 .map_err(layout)?,
@@ -60,6 +99,19 @@ impl KernelOffsets {
             srtt: btf
                 .member_offset("tcp_sock", &["srtt_us"])
                 .map_err(layout)?,
+            sk_protocol: btf
+                .member_offset("sock", &["sk_protocol"])
+                .map_err(layout)?,
+            sk_family: common("skc_family")?,
+            inet_sport: btf
+                .member_offset("inet_sock", &["inet_sport"])
+                .map_err(layout)?,
+            sk_dport: common("skc_dport")?,
+            sk_num: common("skc_num")?,
+            sk_rcv_saddr: common("skc_rcv_saddr")?,
+            sk_daddr: common("skc_daddr")?,
+            sk_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+            sk_v6_daddr: common("skc_v6_daddr")?,
         })
     }
 }
@@ -67,7 +119,6 @@ impl KernelOffsets {
 /// Everything the program is configured with at load time.
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
-    pub layout: TracepointLayout,
     pub offsets: KernelOffsets,
     /// Inode of the only network namespace to count; `None` counts all of them.
     pub netns: Option<u32>,
@@ -103,44 +154,48 @@ pub struct Snapshot {
 impl Probe {
     pub fn load(config: &ProbeConfig) -> Result<Probe, Error> {
         kernel_features::require()?;
-        let l = &config.layout;
+        let o = &config.offsets;
         let netns = config.netns.unwrap_or(0);
+        // The kernel's BTF, parsed once (it costs ~14 MB of peak memory per parse): the loader
+        // parses its own copy in `new()`, which is dropped before this one is made and shared
+        // by the loader and the attachment.
         let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        let btf = AyaBtf::from_sys_fs().map_err(|e| Error::Load(format!("kernel BTF: {e:#}")))?;
+        loader.btf(Some(&btf));
         for (name, path) in &config.pins {
             // Reuses the map pinned there, or creates it and pins it there.
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
-            .override_global("TP_SKADDR", &l.skaddr, true)
-            .override_global("TP_OLDSTATE", &l.oldstate, true)
-            .override_global("TP_NEWSTATE", &l.newstate, true)
-            .override_global("TP_SPORT", &l.sport, true)
-            .override_global("TP_DPORT", &l.dport, true)
-            .override_global("TP_FAMILY", &l.family, true)
-            .override_global("TP_PROTOCOL", &l.protocol, true)
-            .override_global("TP_PROTOCOL_SIZE", &l.protocol_size, true)
-            .override_global("TP_SADDR", &l.saddr, true)
-            .override_global("TP_DADDR", &l.daddr, true)
-            .override_global("TP_SADDR_V6", &l.saddr_v6, true)
-            .override_global("TP_DADDR_V6", &l.daddr_v6, true)
             .override_global("NETNS_FILTER", &netns, true)
-            .override_global("SK_NET_OFFSET", &config.offsets.sk_net, true)
-            .override_global("NET_INUM_OFFSET", &config.offsets.net_inum, true)
-            .override_global("SK_ERR_OFFSET", &config.offsets.sk_err, true)
-            .override_global("SRTT_OFFSET", &config.offsets.srtt, true)
+            .override_global("SK_NET_OFFSET", &o.sk_net, true)
+            .override_global("NET_INUM_OFFSET", &o.net_inum, true)
+            .override_global("SK_ERR_OFFSET", &o.sk_err, true)
+            .override_global("SRTT_OFFSET", &o.srtt, true)
+            .override_global("SK_PROTOCOL_OFFSET", &o.sk_protocol, true)
+            .override_global("SK_FAMILY_OFFSET", &o.sk_family, true)
+            .override_global("INET_SPORT_OFFSET", &o.inet_sport, true)
+            .override_global("SK_DPORT_OFFSET", &o.sk_dport, true)
+            .override_global("SK_NUM_OFFSET", &o.sk_num, true)
+            .override_global("SK_RCV_SADDR_OFFSET", &o.sk_rcv_saddr, true)
+            .override_global("SK_DADDR_OFFSET", &o.sk_daddr, true)
+            .override_global("SK_V6_RCV_SADDR_OFFSET", &o.sk_v6_rcv_saddr, true)
+            .override_global("SK_V6_DADDR_OFFSET", &o.sk_v6_daddr, true)
             .map_max_entries(MAP_SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
-        let program: &mut TracePoint = ebpf
+        let program: &mut BtfTracePoint = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| Error::Load(format!("program {PROGRAM_NAME} missing from object")))?
             .try_into()
             .map_err(|e| Error::Load(format!("{e:#}")))?;
         program
-            .load()
+            .load(TRACEPOINT_NAME, &btf)
             .map_err(|e| Error::Load(format!("verifier: {e:#}")))?;
+        drop(btf);
         program
-            .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
+            .attach()
             .map_err(|e| Error::Load(format!("attach: {e:#}")))?;
         let program_id = program
             .info()
@@ -151,7 +206,7 @@ impl Probe {
 
     /// Run count, run time and recursion misses of the attached program.
     pub fn program_stats(&self) -> Result<ProgramStats, Error> {
-        let program: &TracePoint = self
+        let program: &BtfTracePoint = self
             .ebpf
             .program(PROGRAM_NAME)
             .ok_or_else(|| Error::Load(format!("program {PROGRAM_NAME} missing")))?

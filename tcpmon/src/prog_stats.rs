@@ -1,12 +1,14 @@
 //! The program's own cost and misses, from `BPF_OBJ_GET_INFO_BY_FD`: run count and run time
 //! (counted only while `kernel.bpf_stats_enabled` is 1) and recursion misses (runs the kernel
-//! skipped because a BPF program was already running on that CPU: transitions tcpmon did not
-//! count). aya 0.14 does not expose the misses, so the info is read here.
+//! skipped because the program was already running on that CPU, interrupted by the transition:
+//! transitions tcpmon did not count). aya 0.14 does not expose the misses, so the info is read
+//! here.
 //!
 //! Older kernels know a shorter `bpf_prog_info` and say how much of it they filled in: run
 //! count and time exist since Linux 5.1 (counted since 5.8's `bpf_stats_enabled`), recursion
-//! misses since 5.12. A field the kernel did not fill in is unknown, not zero, and so are
-//! recursion misses on kernels that do not count them for tracepoint programs (before 6.7).
+//! misses since 5.12. A field the kernel did not fill in is unknown, not zero. A kernel that
+//! skips a nested run of a BTF-enabled tracepoint program always counts it (the per-program
+//! recursion guard and its counter came together); older ones run it nested instead.
 use std::{fs, io, os::fd::AsRawFd};
 
 use aya_obj::generated::bpf_prog_info;
@@ -18,7 +20,7 @@ const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 pub struct ProgramStats {
     pub run_time_ns: u64,
     pub run_count: u64,
-    /// `None` where the kernel does not count them for tracepoint programs (before Linux 6.7).
+    /// `None` where the kernel does not report them (before Linux 5.12).
     pub recursion_misses: Option<u64>,
 }
 
@@ -56,9 +58,7 @@ pub fn read(program: &impl AsRawFd) -> io::Result<ProgramStats> {
     Ok(ProgramStats {
         run_time_ns: info.run_time_ns,
         run_count: info.run_cnt,
-        recursion_misses: (known >= misses_end
-            && crate::kernel_features::counts_tracepoint_misses())
-        .then_some(info.recursion_misses),
+        recursion_misses: (known >= misses_end).then_some(info.recursion_misses),
     })
 }
 

@@ -4,7 +4,10 @@
 use std::{collections::BTreeSet, io};
 
 const NETLINK_SOCK_DIAG: i32 = 4;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The original inet_diag request type for TCP (`<linux/inet_diag.h>`).
+const TCPDIAG_GETSOCK: u16 = 18;
+/// `nlmsghdr` + `struct inet_diag_req`.
+const REQUEST_LEN: usize = NLMSG_HEADER + 60;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -54,19 +57,8 @@ impl Drop for Netlink {
 /// count (`/proc/net/sockstat`, "tw") covers every mini-socket; those still in the FIN_WAIT2
 /// substate are dumped (as `ss` shows them, in FIN_WAIT2) and taken out of it.
 pub fn count_tcp_sockets() -> io::Result<SocketCounts> {
-    // Each dump walks the whole established hash (both families share it): run the two at
-    // once. A thread starts in its creator's network namespace, so both count this one.
-    let dump_one = |family: i32| {
-        let mut counts = SocketCounts::default();
-        dump(family as u8, &mut counts).map(|()| counts)
-    };
-    let (v4, v6) = std::thread::scope(|scope| {
-        let v6 = scope.spawn(|| dump_one(libc::AF_INET6));
-        let v4 = dump_one(libc::AF_INET);
-        (v4, v6.join())
-    });
-    let mut counts = v4?;
-    counts.add(&v6.map_err(|_| io::Error::other("IPv6 socket dump panicked"))??);
+    let mut counts = SocketCounts::default();
+    dump(&mut counts)?;
     let sockstat = std::fs::read_to_string("/proc/thread-self/net/sockstat")?;
     let mini_sockets = time_wait_count(&sockstat)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no TCP tw count in sockstat"))?;
@@ -87,21 +79,28 @@ pub fn time_wait_count(sockstat: &str) -> Option<u64> {
     None
 }
 
-/// The request: `nlmsghdr` + `inet_diag_req_v2` asking for the TCP sockets of `family` in
-/// every state but TIME_WAIT.
-fn request(family: u8) -> [u8; 72] {
-    let mut msg = [0u8; 72];
-    msg[0..4].copy_from_slice(&72u32.to_ne_bytes());
-    msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+/// The request: `nlmsghdr` + the original `struct inet_diag_req`, as `TCPDIAG_GETSOCK`, asking
+/// for the TCP sockets in every state but TIME_WAIT.
+///
+/// Not `SOCK_DIAG_BY_FAMILY` with an `inet_diag_req_v2`, which names one address family: every
+/// dump walks the whole established hash of the host (all namespaces and both families share
+/// it, time-wait entries included), and the original request dumps both families in a single
+/// walk (the kernel reads it as family `AF_UNSPEC`). After a connection storm that left 100,000
+/// time-wait entries, that walk is most of a scrape.
+fn request() -> [u8; REQUEST_LEN] {
+    let mut msg = [0u8; REQUEST_LEN];
+    msg[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
     msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    msg[16] = family;
-    msg[17] = libc::IPPROTO_TCP as u8;
+    // inet_diag_req: family, source and destination prefix lengths, extensions, the socket id
+    // (48 bytes), then the states to dump and an unused table mask.
     let states: u32 = !(1 << TCP_TIME_WAIT);
-    msg[20..24].copy_from_slice(&states.to_ne_bytes());
+    let states_at = NLMSG_HEADER + 4 + 48;
+    msg[states_at..states_at + 4].copy_from_slice(&states.to_ne_bytes());
     msg
 }
 
-fn dump(family: u8, counts: &mut SocketCounts) -> io::Result<()> {
+fn dump(counts: &mut SocketCounts) -> io::Result<()> {
     // SAFETY: plain socket(2) call; the descriptor is owned by `Netlink` from here on.
     let fd = unsafe {
         libc::socket(
@@ -114,7 +113,7 @@ fn dump(family: u8, counts: &mut SocketCounts) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     let socket = Netlink(fd);
-    let msg = request(family);
+    let msg = request();
     // SAFETY: sends `msg.len()` bytes from a live buffer (to the kernel: no address needed).
     if unsafe { libc::send(socket.0, msg.as_ptr().cast(), msg.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
@@ -199,7 +198,7 @@ mod tests {
         let mut payload = vec![libc::AF_INET as u8, state, 0, 0];
         payload.extend(port.to_be_bytes());
         payload.resize(72, 0);
-        message(SOCK_DIAG_BY_FAMILY, &payload)
+        message(TCPDIAG_GETSOCK, &payload)
     }
 
     #[test]
@@ -229,13 +228,13 @@ mod tests {
     }
 
     #[test]
-    fn request_asks_for_every_tcp_state_but_time_wait() {
-        let r = request(libc::AF_INET6 as u8);
-        assert_eq!(u32::from_ne_bytes([r[0], r[1], r[2], r[3]]), 72);
-        assert_eq!(r[16], libc::AF_INET6 as u8);
-        assert_eq!(r[17], 6);
+    fn request_asks_for_every_tcp_state_but_time_wait_of_both_families() {
+        let r = request();
+        assert_eq!(u32::from_ne_bytes([r[0], r[1], r[2], r[3]]), 76);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 18);
+        assert_eq!(r[16], 0, "AF_UNSPEC: both families in one walk");
         assert_eq!(
-            u32::from_ne_bytes([r[20], r[21], r[22], r[23]]),
+            u32::from_ne_bytes([r[68], r[69], r[70], r[71]]),
             !(1u32 << 6)
         );
     }

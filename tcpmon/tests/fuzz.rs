@@ -1,5 +1,4 @@
-//! Property tests of everything that parses input tcpmon does not control: the tracefs format
-//! file, kernel BTF, sock_diag replies, tail requests and filters. None may panic, whatever the
+//! Property tests of everything that parses input tcpmon does not control: kernel BTF, sock_diag replies, tail requests and filters. None may panic, whatever the
 //! bytes; what they accept must make sense.
 use proptest::prelude::*;
 use tcpmon::{
@@ -12,7 +11,6 @@ use tcpmon::{
         event::{Event, Message},
         filter::{parse_state, Cidr, Filter},
     },
-    tracefs::parse_layout,
 };
 use tcpmon_common::{DwellHistogram, TailEvent, AF_INET, AF_INET6, DWELL_BUCKETS};
 
@@ -35,19 +33,6 @@ fn kernel_event(bytes: &[u8; 96], state_bias: u8) -> TailEvent {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
-
-    #[test]
-    fn format_files_never_panic(text in "\\PC*") {
-        let _ = parse_layout(&text);
-    }
-
-    #[test]
-    fn format_lines_with_any_numbers_never_panic(offset in any::<u32>(), size in any::<u32>()) {
-        let text = format!(
-            "\tfield:const void * skaddr;\toffset:{offset};\tsize:{size};\tsigned:0;\n\tfield:int oldstate;\toffset:{size};\tsize:{offset};\tsigned:1;"
-        );
-        let _ = parse_layout(&text);
-    }
 
     #[test]
     fn btf_blobs_never_panic(mut data in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -100,6 +85,40 @@ proptest! {
             let line = serde_json::to_string(&Message::Event(event.clone())).expect("encodes");
             let back: Message = serde_json::from_str(&line).expect("decodes");
             prop_assert_eq!(back, Message::Event(event));
+        }
+    }
+
+    /// The agent writes NDJSON straight from the record (tail/wire.rs): byte for byte the
+    /// serialized decoded event, for any record and clock offset; the filters agree too.
+    #[test]
+    fn the_agents_wire_lines_are_the_serialized_events(
+        bytes in proptest::array::uniform32(any::<u8>()),
+        more in proptest::array::uniform32(any::<u8>()),
+        last in proptest::array::uniform32(any::<u8>()),
+        bias in any::<u8>(),
+        offset in any::<i64>(),
+        port in any::<u16>(),
+    ) {
+        let mut all = [0u8; 96];
+        all[..32].copy_from_slice(&bytes);
+        all[32..64].copy_from_slice(&more);
+        all[64..].copy_from_slice(&last);
+        let record = kernel_event(&all, bias);
+        let offset = i128::from(offset);
+        let mut wire = Vec::new();
+        let written = tcpmon::tail::wire::write_line(&record, offset, &mut wire);
+        let decoded = Event::from_kernel(&record, offset);
+        prop_assert_eq!(written, decoded.is_some());
+        let filter = Filter { ports: vec![port, record.sport], ..Default::default() };
+        if let Some(event) = decoded {
+            let line = serde_json::to_string(&Message::Event(event.clone())).expect("encodes") + "\n";
+            prop_assert_eq!(String::from_utf8(wire).expect("UTF-8"), line);
+            prop_assert!(filter.matches_record(&record));
+            let other = Filter { ports: vec![port], ..Default::default() };
+            prop_assert_eq!(other.matches_record(&record), other.matches(&event));
+        } else {
+            prop_assert!(wire.is_empty());
+            prop_assert!(!filter.matches_record(&record));
         }
     }
 

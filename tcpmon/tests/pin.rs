@@ -69,11 +69,10 @@ fn pinned_counters_survive_a_restart_and_keep_their_port_labels() {
     let program = first.program_id.to_string();
     let (status, _) = first.stop();
     assert!(status.success());
-    let shown = Command::new("bpftool")
-        .args(["prog", "show", "id", &program])
-        .output()
-        .expect("bpftool");
-    assert!(!shown.status.success(), "program {program} left loaded");
+    assert!(
+        support::program_unloaded(&program),
+        "program {program} left loaded"
+    );
 
     // Another port first: a fresh port table would give it 8080's slot and its counts.
     let second = Agent::start_with(&ns, &["--pin", &dir, "--ports", &format!("9090,{port}")]);

@@ -7,7 +7,6 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::{IpAddr, Ipv4Addr},
     os::unix::net::UnixStream,
-    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -48,11 +47,8 @@ fn sigterm_in_the_middle_of_a_storm_exits_cleanly_and_the_next_start_is_clean() 
         stderr,
         [format!("tcpmon: stopped; program {program} detached")]
     );
-    let shown = Command::new("bpftool")
-        .args(["prog", "show", "id", &program])
-        .output();
     assert!(
-        !shown.expect("bpftool").status.success(),
+        support::program_unloaded(&program),
         "program {program} left loaded"
     );
     // Its perf_event link (`bpftool link show` lists `"prog_id":N`) is gone with it.

@@ -15,9 +15,10 @@ use support::{
     workload::{self, Close, Expected, SERVICE_PORT},
     Agent, NetNs, TCPMON, TIMEOUT,
 };
-use tcpmon::tail::event::Message;
+use tcpmon::{state::TcpState, tail::event::Message};
 
 const V4: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const V6: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
 const N: u64 = 100;
 
 /// A `tcpmon tail` process whose stdout lines arrive on a channel; killed on drop.
@@ -160,6 +161,92 @@ fn each_client_gets_exactly_the_events_its_filter_selects() {
     );
     let all = total(&on_8080) + total(&on_9090);
     assert_eq!(scrape.get("tcpmon_events_total"), all as f64);
+}
+
+#[test]
+fn events_name_both_ends_of_the_connection_in_either_family() {
+    require_root();
+    let ns = NetNs::new();
+    let agent = Agent::start(&ns);
+    // Each family: a listener (CLOSE -> LISTEN, and LISTEN -> CLOSE at the end) and N
+    // connections, 10 transitions each.
+    let per_family = 2 + 10 * N;
+    let tail = Tail::spawn(&[
+        "--socket",
+        &agent.tail_socket,
+        "--port",
+        "8080",
+        "-o",
+        "json",
+        "--count",
+        &(2 * per_family).to_string(),
+    ]);
+    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
+    ns.run(|| {
+        workload::connections(V4, SERVICE_PORT, N, Close::ClientFirst);
+        workload::connections(V6, SERVICE_PORT, N, Close::ClientFirst);
+    });
+    let mut per_family_seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ephemeral_ports = std::collections::BTreeSet::new();
+    for line in tail.lines_until_exit() {
+        let Message::Event(e) = serde_json::from_str(&line).expect("an event line") else {
+            panic!("not an event: {line}");
+        };
+        let loopback: std::net::IpAddr = if e.family == "inet" { V4 } else { V6 };
+        *per_family_seen.entry(e.family.clone()).or_default() += 1;
+        if e.new_state == TcpState::Listen
+            || e.old_state == TcpState::Listen && e.new_state == TcpState::Close
+        {
+            // A listener is bound to the address, with no peer.
+            assert_eq!(
+                (e.local, e.local_port, e.remote_port),
+                (loopback, SERVICE_PORT, 0),
+                "{line}"
+            );
+            continue;
+        }
+        if e.old_state == TcpState::Listen && e.remote_port == 0 {
+            // Kernels up to 6.12 at least announce a listener's child while it is still a copy
+            // of the listener, before they give it the peer's address and port.
+            let unset: std::net::IpAddr = if e.family == "inet" {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            assert_eq!(
+                (e.new_state, e.local, e.local_port, e.remote),
+                (TcpState::SynRecv, loopback, SERVICE_PORT, unset),
+                "{line}"
+            );
+            continue;
+        }
+        assert_eq!((e.local, e.remote), (loopback, loopback), "{line}");
+        if e.new_state == TcpState::SynSent && e.local_port == 0 {
+            // connect() enters SYN_SENT before it picks the local port.
+            assert_eq!(e.remote_port, SERVICE_PORT, "{line}");
+            continue;
+        }
+        let other = if e.local_port == SERVICE_PORT {
+            e.remote_port
+        } else {
+            e.local_port
+        };
+        assert!(
+            (e.local_port == SERVICE_PORT) != (e.remote_port == SERVICE_PORT) && other >= 1024,
+            "one end is the service, the other an ephemeral port: {line}"
+        );
+        ephemeral_ports.insert((e.family, other));
+    }
+    let expected = BTreeMap::from([
+        ("inet".to_string(), per_family),
+        ("inet6".to_string(), per_family),
+    ]);
+    assert_eq!(per_family_seen, expected);
+    assert_eq!(
+        ephemeral_ports.len() as u64,
+        2 * N,
+        "one client port per connection"
+    );
 }
 
 #[test]

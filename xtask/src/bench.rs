@@ -24,8 +24,8 @@ const BPFTRACE: &str =
 /// work (the kernel builds the trace record and runs the BPF dispatch for every transition).
 const BPFTRACE_EMPTY: &str = "tracepoint:sock:inet_sock_set_state { }";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Contender {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Contender {
     Tcpmon,
     TcpmonTail,
     Tcpstates,
@@ -170,30 +170,79 @@ fn scrape_latency(agent: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)> {
     Ok((times[n / 2], times[(n * 99 / 100).min(n - 1)]))
 }
 
-pub fn run(duration: Duration, rounds: usize) -> anyhow::Result<()> {
+/// Runs the benchmark. With `only` (a development aid), measures just those contenders, prints
+/// their ratios and kernel cost, and leaves docs/BENCHMARKS.md alone: the published table always
+/// has every contender.
+pub fn run(duration: Duration, rounds: usize, only: &[Contender]) -> anyhow::Result<()> {
     let ns = NetNs::new()?;
     let _stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
-    let mut results = Vec::new();
-    for workload in Workload::ALL {
-        for contender in Contender::ALL {
-            let mut totals = Totals::default();
-            for _ in 0..rounds {
-                measure(&ns, workload, contender, duration, &mut totals)?;
-            }
-            eprintln!(
-                "bench: {} / {}: {:.3} of baseline",
-                workload.name(),
-                contender.name(),
-                totals.connections as f64 / totals.baseline.max(1) as f64
-            );
-            results.push((workload, contender, totals));
-        }
+    let contenders = if only.is_empty() {
+        &Contender::ALL[..]
+    } else {
+        only
+    };
+    let results = measure_all(&ns, contenders, duration, rounds)?;
+    if !only.is_empty() {
+        return Ok(());
     }
     let scrapes = scrape_latencies(&ns)?;
     let report = report(&results, scrapes, duration, rounds)?;
     crate::report::write(&report)?;
     println!("{report}");
     Ok(())
+}
+
+/// The whole benchmark in one short round, without touching docs/BENCHMARKS.md: part of the
+/// test suite, so that a change that breaks the benchmark or a contender fails there. Every
+/// contender must have run its programs and let connections through.
+pub fn smoke() -> anyhow::Result<()> {
+    let ns = NetNs::new()?;
+    let _stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
+    let duration = Duration::from_secs(1);
+    let results = measure_all(&ns, &Contender::ALL, duration, 1)?;
+    for (workload, contender, totals) in &results {
+        if totals.baseline == 0 || totals.connections == 0 || totals.runs == 0 {
+            bail!(
+                "bench smoke: {} / {}: {} connections untraced, {} traced, {} program runs",
+                workload.name(),
+                contender.name(),
+                totals.baseline,
+                totals.connections,
+                totals.runs
+            );
+        }
+    }
+    let scrapes = scrape_latencies(&ns)?;
+    println!("{}", report(&results, scrapes, duration, 1)?);
+    Ok(())
+}
+
+type Results = Vec<(Workload, Contender, Totals)>;
+
+fn measure_all(
+    ns: &NetNs,
+    contenders: &[Contender],
+    duration: Duration,
+    rounds: usize,
+) -> anyhow::Result<Results> {
+    let mut results = Vec::new();
+    for workload in Workload::ALL {
+        for &contender in contenders {
+            let mut totals = Totals::default();
+            for _ in 0..rounds {
+                measure(ns, workload, contender, duration, &mut totals)?;
+            }
+            eprintln!(
+                "bench: {} / {}: {:.3} of baseline, {:.0} ns/transition",
+                workload.name(),
+                contender.name(),
+                totals.connections as f64 / totals.baseline.max(1) as f64,
+                totals.run_time_ns as f64 / totals.runs.max(1) as f64
+            );
+            results.push((workload, contender, totals));
+        }
+    }
+    Ok(results)
 }
 
 /// Scrape latency at the default port set after a storm, and with 256 labelled ports that all
@@ -218,7 +267,7 @@ fn scrape_latencies(ns: &NetNs) -> anyhow::Result<[(f64, f64); 2]> {
 }
 
 fn report(
-    results: &[(Workload, Contender, Totals)],
+    results: &Results,
     scrapes: [(f64, f64); 2],
     duration: Duration,
     rounds: usize,

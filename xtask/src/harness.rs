@@ -185,8 +185,16 @@ pub fn start_agent(args: &[&str]) -> anyhow::Result<(Process, u32, SocketAddr)> 
         .context("starting target/release/tcpmon")?;
     let stderr = child.stderr.take().context("agent stderr")?;
     let agent = Process(child);
+    // The start-up line, after any notes about the kernel (such as the one on kernels that
+    // hide interrupt work on top of PID 1 from BPF).
+    let mut stderr = BufReader::new(stderr);
     let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line)?;
+    while line.is_empty() || line.starts_with("tcpmon: note: ") {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            anyhow::bail!("the agent exited before starting");
+        }
+    }
     let id = line
         .strip_prefix("tcpmon: program ")
         .and_then(|rest| rest.split(' ').next())

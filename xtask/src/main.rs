@@ -34,7 +34,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Run the whole test suite: formatting, clippy, unit and privileged integration tests on
-    /// this kernel, then the kernel matrix (`vm-test`) on Debian's 5.10, 6.1 and 6.12.
+    /// this kernel, one short round of the benchmark (every contender, nothing written), then
+    /// the kernel matrix (`vm-test`) on Debian's 5.10, 6.1 and 6.12.
     Test {
         /// Skip the kernel matrix (for quick local runs; CI runs it).
         #[arg(long)]
@@ -56,6 +57,10 @@ enum Task {
         /// Interleaved pairs of runs (without tracing, with the contender) per measurement.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Measure only this contender (repeatable); prints the results and leaves
+        /// docs/BENCHMARKS.md unchanged. For trying out a change.
+        #[arg(long, value_enum)]
+        only: Vec<bench::Contender>,
     },
     /// Run the soak test for N minutes (as root): every workload mixed, sockets the program
     /// never sees open, a socket map too small; memory, descriptors and counters must hold.
@@ -94,6 +99,10 @@ fn main() -> anyhow::Result<()> {
             cargo(&["fmt", "--all", "--check"])?;
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             let host = test::run()?;
+            // The benchmark, briefly: it drives the agent and every contender for real.
+            setup::bench_tools()?;
+            cargo(&["build", "--release", "--package", "tcpmon"])?;
+            bench::smoke()?;
             let outcomes = if no_vm { Vec::new() } else { vm::run(&[])? };
             matrix(&host, &outcomes)
         }
@@ -103,11 +112,15 @@ fn main() -> anyhow::Result<()> {
             let outcomes = vm::run(&kernels)?;
             matrix("", &outcomes)
         }
-        Task::Bench { seconds, rounds } => {
+        Task::Bench {
+            seconds,
+            rounds,
+            only,
+        } => {
             setup::toolchain()?;
             setup::bench_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
-            bench::run(std::time::Duration::from_secs(seconds), rounds)
+            bench::run(std::time::Duration::from_secs(seconds), rounds, &only)
         }
         Task::Soak { minutes } => {
             soak::require_root()?;

@@ -143,5 +143,11 @@ pub fn vm_tools() -> anyhow::Result<()> {
 /// The peers `cargo xtask bench` measures tcpmon against, from Debian.
 pub fn bench_tools() -> anyhow::Result<()> {
     test_tools()?;
-    install_missing(&[("tcpstates", "libbpf-tools"), ("bpftrace", "bpftrace")])
+    install_missing(&[("tcpstates", "libbpf-tools"), ("bpftrace", "bpftrace")])?;
+    // tcpstates and bpftrace attach through tracefs (tcpmon does not need it), which a fresh
+    // machine does not mount.
+    if !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        run("mount", &["-t", "tracefs", "nodev", "/sys/kernel/tracing"])?;
+    }
+    Ok(())
 }

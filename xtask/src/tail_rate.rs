@@ -25,7 +25,8 @@ pub fn run(step: Duration) -> anyhow::Result<()> {
     println!("|---|---|---|---|");
     let mut best = 0.0;
     for connections_per_second in [
-        5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0, 50_000.0,
+        5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0, 50_000.0, 60_000.0,
+        70_000.0, 80_000.0,
     ] {
         let (events_before, lost_before) = (metric(addr, "tcpmon_events_total")?, lost()?);
         storm::paced(

@@ -148,8 +148,9 @@ fn boot(kernel: vm_kernels::Kernel, binaries: &[(String, PathBuf)]) -> anyhow::R
         // Softirqs deferred to ksoftirqd rather than run on the way out of an interrupt:
         // under software emulation the program runs long enough for a timer interrupt to land
         // inside it often, and the softirq that follows would run the program nested in
-        // itself, which the kernel skips (README, "Known limits"; before 6.7 without counting
-        // it). Measured: one connection's last two transitions lost in 3,000 on 6.1 without it.
+        // itself, which the kernel skips (README, "Known limits"). Measured when tcpmon was a
+        // classic tracepoint program: one connection's last two transitions lost, uncounted, in
+        // 3,000 on 6.1 without it.
         .args(["--append", "threadirqs"])
         .args(
             exports

@@ -3,13 +3,12 @@ use std::{
     io::{self, BufRead, BufReader, ErrorKind, Write},
     os::unix::net::UnixStream,
     path::Path,
-    sync::Arc,
 };
 
 use anyhow::Context as _;
 
 use super::{
-    event::Message,
+    event::{Event, Message},
     filter::Filter,
     format::{json_line, lost_line, table_row, TABLE_HEADER},
     hub::Hub,
@@ -70,19 +69,20 @@ fn from_agent(
     stream.write_all(format!("{request}\n").as_bytes())?;
     printer.start(out)?;
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        if reader.read_until(b'\n', &mut line)? == 0 {
             break;
         }
-        let line = line.trim_end();
-        // NDJSON out is the wire format: pass events through without decoding them again.
+        let line = line.trim_ascii_end();
+        // NDJSON out is the wire format: pass events through as bytes, without decoding them
+        // again (or checking their UTF-8: the agent wrote them).
         let go_on = if printer.format == OutputFormat::Json && line.starts_with(EVENT_PREFIX) {
             printer.passthrough(line, out)?
         } else {
             let message: Message =
-                serde_json::from_str(line).context("the agent sent something unexpected")?;
+                serde_json::from_slice(line).context("the agent sent something unexpected")?;
             if let Message::Error { message } = message {
                 anyhow::bail!("the agent refused the request: {message}");
             }
@@ -117,7 +117,7 @@ fn standalone(
     crate::agent::release_startup_memory();
     let (ring, switch) = probe.take_tail_maps()?;
     crate::agent::runtime()?.block_on(async {
-        let hub = Hub::start(ring, switch).context("polling the event ring buffer")?;
+        let hub = Hub::start(ring, switch);
         let mut subscription = hub.subscribe(filter);
         // The header says the probe is attached and listening.
         printer.start(out)?;
@@ -125,16 +125,20 @@ fn standalone(
         tokio::pin!(interrupt);
         loop {
             tokio::select! {
-                event = subscription.events.recv() => {
-                    let Some(event) = event else { return Ok(()) };
+                batch = subscription.next() => {
+                    let Some(batch) = batch else { return Ok(()) };
                     let missed = subscription.take_missed();
                     if missed > 0 {
                         printer.print(Message::Lost { count: missed }, out)?;
                     }
-                    if !printer.print(Message::Event(Arc::unwrap_or_clone(event)), out)? {
-                        return Ok(());
+                    let offset = subscription.realtime_offset_ns();
+                    for record in batch.iter() {
+                        let Some(event) = Event::from_kernel(record, offset) else { continue };
+                        if !printer.print(Message::Event(event), out)? {
+                            return Ok(());
+                        }
                     }
-                    if subscription.events.is_empty() {
+                    if subscription.is_empty() {
                         out.flush()?;
                     }
                 }
@@ -145,7 +149,7 @@ fn standalone(
 }
 
 /// How every event line of the wire format starts.
-const EVENT_PREFIX: &str = "{\"type\":\"event\",";
+const EVENT_PREFIX: &[u8] = b"{\"type\":\"event\",";
 
 /// Prints messages in the chosen format; stops after `count` events if given.
 pub struct Printer {
@@ -172,8 +176,9 @@ impl Printer {
     }
 
     /// Prints an event line that is already NDJSON; false once `count` events were printed.
-    fn passthrough(&mut self, line: &str, out: &mut impl Write) -> io::Result<bool> {
-        writeln!(out, "{line}")?;
+    fn passthrough(&mut self, line: &[u8], out: &mut impl Write) -> io::Result<bool> {
+        out.write_all(line)?;
+        out.write_all(b"\n")?;
         self.counted(1, out)
     }
 

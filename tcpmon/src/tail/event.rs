@@ -2,7 +2,10 @@
 //! as one JSON object per line, and printed by the output formats.
 //!
 //! The JSON field names are an interface (documented in the README): add fields, never rename.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use serde::{Deserialize, Serialize};
 use tcpmon_common::{TailEvent, AF_INET, DWELL_UNKNOWN};
@@ -53,26 +56,48 @@ pub struct Event {
 impl Event {
     /// Decodes a kernel event; `realtime_offset_ns` is CLOCK_REALTIME − CLOCK_MONOTONIC.
     pub fn from_kernel(e: &TailEvent, realtime_offset_ns: i128) -> Option<Event> {
-        let family = if e.family == AF_INET { "inet" } else { "inet6" };
-        let comm_end = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
-        let known = e.pid != 0;
         Some(Event {
             time: rfc3339(i128::from(e.ts_ns) + realtime_offset_ns),
             mono_ns: e.ts_ns,
             connection: format!("{:x}", e.skaddr),
-            pid: known.then_some(e.pid),
-            comm: known.then(|| String::from_utf8_lossy(&e.comm[..comm_end]).into_owned()),
-            family: family.to_string(),
+            pid: owner_pid(e),
+            comm: comm(e).map(String::from),
+            family: family_label(e.family).to_string(),
             local: address(e.family, &e.saddr),
             local_port: e.sport,
             remote: address(e.family, &e.daddr),
             remote_port: e.dport,
             old_state: TcpState::from_raw(e.oldstate)?,
             new_state: TcpState::from_raw(e.newstate)?,
-            ms: (e.dwell_ns != DWELL_UNKNOWN).then(|| e.dwell_ns as f64 / 1e6),
+            ms: dwell_ms(e),
             error: e.sk_err,
         })
     }
+}
+
+/// "inet" or "inet6".
+pub fn family_label(family: u16) -> &'static str {
+    if family == AF_INET {
+        "inet"
+    } else {
+        "inet6"
+    }
+}
+
+/// The owning process, if the program knew it.
+pub fn owner_pid(e: &TailEvent) -> Option<u32> {
+    (e.pid != 0).then_some(e.pid)
+}
+
+/// The owner's command name, if the program knew the owner.
+pub fn comm(e: &TailEvent) -> Option<Cow<'_, str>> {
+    let end = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
+    owner_pid(e).map(|_| String::from_utf8_lossy(&e.comm[..end]))
+}
+
+/// Milliseconds in the old state, if the program saw the socket enter it.
+pub fn dwell_ms(e: &TailEvent) -> Option<f64> {
+    (e.dwell_ns != DWELL_UNKNOWN).then(|| e.dwell_ns as f64 / 1e6)
 }
 
 /// An address from the record; IPv4-mapped IPv6 addresses become plain IPv4.
@@ -89,25 +114,69 @@ pub fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
 
 /// Formats nanoseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn rfc3339(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    Rfc3339(unix_ns).to_string()
+}
+
+/// Nanoseconds since the Unix epoch, displayed as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (and
+/// serialized as that string) without allocating.
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339(pub i128);
+
+/// A point in time as calendar fields in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    /// 1..=12, 1..=31, then the time of day.
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micros: u32,
+}
+
+impl Rfc3339 {
+    pub fn civil(self) -> Civil {
+        let unix_ns = self.0;
+        let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+        let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
+        let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        Civil {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rest / 3600,
+            minute: rest % 3600 / 60,
+            second: rest % 60,
+            micros,
+        }
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.civil();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+        )
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// CLOCK_REALTIME − CLOCK_MONOTONIC, in nanoseconds.

@@ -4,7 +4,9 @@ use std::{net::IpAddr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use super::event::Event;
+use tcpmon_common::TailEvent;
+
+use super::event::{address, family_label, owner_pid, Event};
 use crate::state::TcpState;
 
 /// A tail client's request, sent to the agent as the first line of the connection.
@@ -27,8 +29,59 @@ pub struct Filter {
     pub pids: Vec<u32>,
 }
 
+/// What a filter looks at in an event.
+struct Keys {
+    local: IpAddr,
+    local_port: u16,
+    remote: IpAddr,
+    remote_port: u16,
+    old_state: TcpState,
+    new_state: TcpState,
+    family: &'static str,
+    pid: Option<u32>,
+}
+
 impl Filter {
     pub fn matches(&self, e: &Event) -> bool {
+        self.matches_keys(&Keys {
+            local: e.local,
+            local_port: e.local_port,
+            remote: e.remote,
+            remote_port: e.remote_port,
+            old_state: e.old_state,
+            new_state: e.new_state,
+            family: if e.family == "inet" { "inet" } else { "inet6" },
+            pid: e.pid,
+        })
+    }
+
+    /// [`Filter::matches`] for the kernel's record, without decoding it into an [`Event`];
+    /// false for a record whose states are not TCP states.
+    pub fn matches_record(&self, e: &TailEvent) -> bool {
+        let (Some(old_state), Some(new_state)) = (
+            TcpState::from_raw(e.oldstate),
+            TcpState::from_raw(e.newstate),
+        ) else {
+            return false;
+        };
+        self.matches_keys(&Keys {
+            local: address(e.family, &e.saddr),
+            local_port: e.sport,
+            remote: address(e.family, &e.daddr),
+            remote_port: e.dport,
+            old_state,
+            new_state,
+            family: family_label(e.family),
+            pid: owner_pid(e),
+        })
+    }
+
+    /// Whether every event matches (no criterion set).
+    pub fn matches_everything(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    fn matches_keys(&self, e: &Keys) -> bool {
         let any = |empty: bool, hit: bool| empty || hit;
         any(
             self.ports.is_empty(),

@@ -1,4 +1,5 @@
 use super::*;
+use tcpmon_common::TailEvent;
 
 fn event(local: &str, lport: u16, remote: &str, rport: u16) -> Event {
     Event {
@@ -130,4 +131,98 @@ fn round_trips_as_json() {
         Filter::default()
     );
     assert!(serde_json::from_str::<Filter>(r#"{"addrs":["nope"]}"#).is_err());
+}
+
+#[test]
+fn records_match_as_their_decoded_events_do() {
+    let mut v4 = TailEvent {
+        ts_ns: 1,
+        skaddr: 2,
+        dwell_ns: 3,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        pid: 7,
+        oldstate: 2,
+        newstate: 1,
+        sk_err: 0,
+        sport: 40000,
+        dport: 8080,
+        family: tcpmon_common::AF_INET,
+        _pad: [0; 2],
+    };
+    v4.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+    v4.daddr[..4].copy_from_slice(&[192, 0, 2, 1]);
+    let v6 = TailEvent {
+        family: 10,
+        saddr: "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        daddr: "::ffff:10.9.9.9"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        pid: 0,
+        ..v4
+    };
+    let filters = [
+        Filter::default(),
+        Filter {
+            ports: vec![8080],
+            ..Default::default()
+        },
+        Filter {
+            ports: vec![22],
+            ..Default::default()
+        },
+        Filter {
+            addrs: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        },
+        Filter {
+            addrs: vec!["2001:db8::/32".parse().unwrap()],
+            ..Default::default()
+        },
+        Filter {
+            states: vec![TcpState::SynSent],
+            ..Default::default()
+        },
+        Filter {
+            states: vec![TcpState::Listen],
+            ..Default::default()
+        },
+        Filter {
+            families: vec![Family::Inet6],
+            ..Default::default()
+        },
+        Filter {
+            families: vec![Family::Inet],
+            ..Default::default()
+        },
+        Filter {
+            pids: vec![7],
+            ..Default::default()
+        },
+    ];
+    let mut hits = 0;
+    for record in [v4, v6] {
+        let event = Event::from_kernel(&record, 0).expect("valid");
+        for filter in &filters {
+            assert_eq!(
+                filter.matches_record(&record),
+                filter.matches(&event),
+                "{filter:?} {event:?}"
+            );
+            hits += usize::from(filter.matches(&event));
+        }
+    }
+    assert!(
+        hits > 3 && hits < 2 * filters.len(),
+        "the grid has hits and misses"
+    );
+    assert!(Filter::default().matches_everything());
+    assert!(!filters[1].matches_everything());
+    let bad = TailEvent { oldstate: 0, ..v4 };
+    assert!(!Filter::default().matches_record(&bad));
 }

@@ -34,17 +34,6 @@ pub fn json_line(message: &Message) -> String {
         .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"{e}\"}}"))
 }
 
-/// The NDJSON line of `event`, as [`json_line`] writes `Message::Event`, without owning it.
-pub fn event_line(event: &Event) -> String {
-    #[derive(serde::Serialize)]
-    #[serde(tag = "type", rename_all = "lowercase")]
-    enum Borrowed<'a> {
-        Event(&'a Event),
-    }
-    serde_json::to_string(&Borrowed::Event(event))
-        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"{e}\"}}"))
-}
-
 /// `addr:port`, with brackets for IPv6.
 pub fn endpoint(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
@@ -108,7 +97,6 @@ mod tests {
             json_line(&Message::Event(sample())),
             r#"{"type":"event","time":"2026-11-24T05:23:43.123456Z","mono_ns":1000,"connection":"ffff888100001000","pid":4242,"comm":"curl","family":"inet","local":"127.0.0.1","local_port":41234,"remote":"127.0.0.1","remote_port":8080,"old_state":"SYN_SENT","new_state":"ESTABLISHED","ms":0.0526,"error":0}"#
         );
-        assert_eq!(event_line(&sample()), json_line(&Message::Event(sample())));
         assert_eq!(
             json_line(&Message::Lost { count: 12 }),
             r#"{"type":"lost","count":12}"#

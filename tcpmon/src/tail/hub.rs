@@ -1,34 +1,32 @@
 //! The agent's side of the tail: it reads the kernel's ring buffer only while someone listens,
-//! and fans each event out to every subscriber whose filter matches, through a bounded queue
-//! per subscriber. A subscriber that falls behind loses events (counted, and told how many);
-//! it never slows the reader or another subscriber. Queues hold shared references to one decoded
-//! event, so stalled subscribers cost a pointer per queued event each, not a copy.
+//! and fans the events out to every subscriber whose filter matches, as batches of the kernel's
+//! own records (decoded and formatted only by whoever writes them out, see wire.rs). A
+//! subscriber holds at most [`QUEUE`] events; one that falls behind loses events (counted, and
+//! told how many) and never slows the reader or another subscriber. Subscribers that want every
+//! event share one batch; a filtered one gets a copy of the records it wants.
 use std::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
     Arc, Mutex,
 };
 
 use aya::maps::{Array, MapData, RingBuf};
 use tcpmon_common::TailEvent;
-use tokio::{
-    io::unix::AsyncFd,
-    sync::{mpsc, Notify},
-};
+use tokio::sync::{mpsc, Notify};
 
-use super::{
-    event::{realtime_offset_ns, Event},
-    filter::Filter,
-};
+use super::{event::realtime_offset_ns, filter::Filter};
 
 /// Events queued per subscriber before it starts losing them.
 pub const QUEUE: usize = 16_384;
 /// Events read from the ring buffer before the reader yields to other tasks.
 const DRAIN_BATCH: usize = 4_096;
-/// How often the reader looks for events the program did not wake it for.
+/// How often the reader looks for events (the program never wakes it).
 const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Up to [`DRAIN_BATCH`] events from the ring buffer.
-fn drain(ring: &mut RingBuf<MapData>, realtime_offset: i128) -> Vec<Event> {
+/// Records read from the ring buffer at one go, shared by the subscribers that get them all.
+pub type Batch = Arc<Vec<TailEvent>>;
+
+/// Up to [`DRAIN_BATCH`] records from the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>) -> Vec<TailEvent> {
     let mut batch = Vec::with_capacity(DRAIN_BATCH);
     while batch.len() < DRAIN_BATCH {
         let Some(item) = ring.next() else {
@@ -36,10 +34,7 @@ fn drain(ring: &mut RingBuf<MapData>, realtime_offset: i128) -> Vec<Event> {
         };
         if item.len() >= size_of::<TailEvent>() {
             // SAFETY: the program writes whole TailEvents; the length is checked.
-            let raw = unsafe { item.as_ptr().cast::<TailEvent>().read_unaligned() };
-            if let Some(event) = Event::from_kernel(&raw, realtime_offset) {
-                batch.push(event);
-            }
+            batch.push(unsafe { item.as_ptr().cast::<TailEvent>().read_unaligned() });
         }
     }
     batch
@@ -48,22 +43,44 @@ fn drain(ring: &mut RingBuf<MapData>, realtime_offset: i128) -> Vec<Event> {
 struct Subscriber {
     id: u64,
     filter: Filter,
-    queue: mpsc::Sender<Arc<Event>>,
+    queue: mpsc::UnboundedSender<Batch>,
+    /// Events sent and not yet taken by the subscriber: bounds its queue to [`QUEUE`].
+    queued: Arc<AtomicUsize>,
     missed: Arc<AtomicU64>,
 }
 
-/// What a subscriber reads: its events, and how many it missed since it last looked.
+/// What a subscriber reads: batches of matching records, and how many it missed since it last
+/// looked.
 pub struct Subscription {
-    pub events: mpsc::Receiver<Arc<Event>>,
-    pub missed: Arc<AtomicU64>,
+    batches: mpsc::UnboundedReceiver<Batch>,
+    queued: Arc<AtomicUsize>,
+    missed: Arc<AtomicU64>,
     id: u64,
     hub: Arc<Hub>,
 }
 
 impl Subscription {
+    /// The next batch of records that match the filter; `None` once the agent stops. Taking
+    /// it frees its room in the queue.
+    pub async fn next(&mut self) -> Option<Batch> {
+        let batch = self.batches.recv().await?;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// Whether another batch is ready now (if not, it is time to flush the output).
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
     /// Missed events since the last call.
     pub fn take_missed(&self) -> u64 {
         self.missed.swap(0, Ordering::Relaxed)
+    }
+
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, for the records' wall-clock time.
+    pub fn realtime_offset_ns(&self) -> i128 {
+        self.hub.realtime_offset_ns
     }
 }
 
@@ -81,29 +98,30 @@ pub struct Hub {
     first_subscriber: Notify,
     /// Events dropped because a subscriber's queue was full (all subscribers).
     pub dropped_slow: AtomicU64,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC when the agent started (the records carry monotonic
+    /// time).
+    realtime_offset_ns: i128,
 }
 
 impl Hub {
     /// Starts the ring-buffer reader on the current tokio runtime.
-    pub fn start(ring: RingBuf<MapData>, switch: Array<MapData, u32>) -> std::io::Result<Arc<Hub>> {
+    pub fn start(ring: RingBuf<MapData>, switch: Array<MapData, u32>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             switch: Mutex::new(switch),
             first_subscriber: Notify::new(),
             dropped_slow: AtomicU64::new(0),
+            realtime_offset_ns: realtime_offset_ns(),
         });
-        // SAFETY: the ring buffer owns its descriptor and keeps it open for as long as the
-        // AsyncFd holds the ring buffer.
-        let ring =
-            unsafe { AsyncFd::register(ring) }.map_err(|e| std::io::Error::other(e.to_string()))?;
         let reader = Arc::clone(&hub);
         tokio::spawn(async move { reader.read(ring).await });
-        Ok(hub)
+        hub
     }
 
     pub fn subscribe(self: &Arc<Hub>, filter: Filter) -> Subscription {
-        let (queue, events) = mpsc::channel(QUEUE);
+        let (queue, batches) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let missed = Arc::new(AtomicU64::new(0));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut subscribers = self.lock();
@@ -111,6 +129,7 @@ impl Hub {
             id,
             filter,
             queue,
+            queued: Arc::clone(&queued),
             missed: Arc::clone(&missed),
         });
         if subscribers.len() == 1 {
@@ -118,7 +137,8 @@ impl Hub {
             self.first_subscriber.notify_one();
         }
         Subscription {
-            events,
+            batches,
+            queued,
             missed,
             id,
             hub: Arc::clone(self),
@@ -149,57 +169,61 @@ impl Hub {
         }
     }
 
-    async fn read(self: Arc<Hub>, mut ring: AsyncFd<RingBuf<MapData>>) {
-        let offset = realtime_offset_ns();
-        // The program wakes the reader only once a batch has piled up (see tcpmon-ebpf's
-        // tail.rs); this tick picks up the rest.
+    /// Reads the ring buffer every [`POLL_INTERVAL`] while someone listens. The program never
+    /// wakes the reader (see tcpmon-ebpf's tail.rs): at a million events a second, 10 ms of
+    /// them fill a quarter of the 4 MiB ring buffer.
+    async fn read(self: Arc<Hub>, mut ring: RingBuf<MapData>) {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Poll only while someone listens: an idle agent sleeps until the first client.
-            let ready = if self.subscribers() == 0 {
-                tokio::select! {
-                    ready = ring.readable_mut() => ready,
-                    _ = self.first_subscriber.notified() => continue,
-                }
-            } else {
-                tokio::select! {
-                    ready = ring.readable_mut() => ready,
-                    _ = tick.tick() => {
-                        let batch = drain(ring.get_mut(), offset);
-                        self.fan_out(batch);
-                        continue;
-                    }
-                }
-            };
-            let Ok(mut ready) = ready else {
-                eprintln!("tcpmon: tail: the event ring buffer cannot be polled");
-                return;
-            };
-            let batch = drain(ready.get_inner_mut(), offset);
-            // A full batch leaves the descriptor ready: the next turn reads on, after other
-            // tasks (clients, scrapes) had theirs.
-            if batch.len() < DRAIN_BATCH {
-                ready.clear_ready();
+            // An idle agent sleeps until the first client.
+            if self.subscribers() == 0 {
+                self.first_subscriber.notified().await;
+                continue;
             }
-            drop(ready);
-            self.fan_out(batch);
-            tokio::task::yield_now().await;
+            tick.tick().await;
+            // Everything that piled up since the last tick, a batch at a time, letting other
+            // tasks (clients, scrapes) run in between.
+            loop {
+                let batch = drain(&mut ring);
+                let full = batch.len() == DRAIN_BATCH;
+                self.fan_out(batch);
+                if !full {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
         }
     }
 
-    fn fan_out(&self, batch: Vec<Event>) {
-        if batch.is_empty() {
+    fn fan_out(&self, records: Vec<TailEvent>) {
+        if records.is_empty() {
             return;
         }
+        let all: Batch = Arc::new(records);
         let subscribers = self.lock();
-        for event in batch {
-            let event = Arc::new(event);
-            for s in subscribers.iter().filter(|s| s.filter.matches(&event)) {
-                if s.queue.try_send(Arc::clone(&event)).is_err() {
-                    s.missed.fetch_add(1, Ordering::Relaxed);
-                    self.dropped_slow.fetch_add(1, Ordering::Relaxed);
-                }
+        for s in subscribers.iter() {
+            let batch: Batch = if s.filter.matches_everything() {
+                Arc::clone(&all)
+            } else {
+                Arc::new(
+                    all.iter()
+                        .filter(|e| s.filter.matches_record(e))
+                        .copied()
+                        .collect(),
+                )
+            };
+            let n = batch.len();
+            if n == 0 {
+                continue;
+            }
+            // Room is taken before sending and given back when the subscriber takes the batch:
+            // the queue never holds more than QUEUE events.
+            let before = s.queued.fetch_add(n, Ordering::Relaxed);
+            if before + n > QUEUE || s.queue.send(batch).is_err() {
+                s.queued.fetch_sub(n, Ordering::Relaxed);
+                s.missed.fetch_add(n as u64, Ordering::Relaxed);
+                self.dropped_slow.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }

@@ -7,3 +7,4 @@ pub mod format;
 pub mod hub;
 pub mod server;
 pub mod timeline;
+pub mod wire;

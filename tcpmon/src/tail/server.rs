@@ -17,8 +17,9 @@ use tokio::{
 use super::{
     event::Message,
     filter::Filter,
-    format::{event_line, json_line},
+    format::json_line,
     hub::{Hub, Subscription},
+    wire,
 };
 use crate::error::Error;
 
@@ -27,6 +28,8 @@ pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
 const MAX_REQUEST: u64 = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LOST_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes of formatted lines a client's task gathers before writing them.
+const WRITE_CHUNK: usize = 32 * 1024;
 /// Tail clients served at once. Each stalled client holds up to `hub::QUEUE` references to
 /// shared events (128 KiB); the cap bounds that, and an incident needs a handful of clients.
 pub const MAX_CLIENTS: usize = 64;
@@ -114,13 +117,27 @@ async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
     // Losses are reported before the next event, and at least every second: the last ones may
     // have no event after them.
     let mut tick = tokio::time::interval(LOST_REPORT_INTERVAL);
+    let mut lines = Vec::new();
     loop {
         tokio::select! {
-            event = subscription.events.recv() => {
-                let Some(event) = event else { return Ok(()) };
+            batch = subscription.next() => {
+                let Some(batch) = batch else { return Ok(()) };
                 report_lost(&mut write, &subscription).await?;
-                write.write_all(format!("{}\n", event_line(&event)).as_bytes()).await?;
-                if subscription.events.is_empty() {
+                // Lines are formatted into one buffer and written a chunk at a time: no
+                // allocation or write call per event, and a client that stopped reading holds
+                // one chunk, not a formatted batch.
+                let offset = subscription.realtime_offset_ns();
+                for record in batch.iter() {
+                    wire::write_line(record, offset, &mut lines);
+                    if lines.len() >= WRITE_CHUNK {
+                        write.write_all(&lines).await?;
+                        lines.clear();
+                    }
+                }
+                drop(batch);
+                write.write_all(&lines).await?;
+                lines.clear();
+                if subscription.is_empty() {
                     write.flush().await?;
                 }
             }

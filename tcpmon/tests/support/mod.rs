@@ -4,6 +4,7 @@
 
 pub mod artefacts;
 pub mod held;
+pub mod hidden;
 pub mod identities;
 pub mod mix;
 pub mod tls;
@@ -494,18 +495,31 @@ pub fn assert_exact_in(
 ) {
     let before = agent.scrape().observed();
     assert_eq!(before, workload::Expected::default(), "nothing counted yet");
+    let hidden = hidden::HiddenTransitions::observe();
     ns.run(workload);
     let after = settle(agent, expected);
-    // The kernel skips the program when a softirq runs inside it (recursion); those
-    // transitions are in no counter. Say so rather than report a puzzling mismatch.
-    let missed = after.get("tcpmon_bpf_program_missed_runs_total");
-    assert_eq!(
-        missed, 0.0,
-        "the kernel skipped {missed} runs of the program"
-    );
     let observed = after.observed();
     if observed != *expected {
         eprintln!("{}", ns.diagnose());
+        eprintln!("series that differ from the ground truth (observed vs expected):");
+        for line in differences(&observed, expected) {
+            eprintln!("  {line}");
+        }
+        eprintln!("the agent's bookkeeping at the last scrape:");
+        for line in after.text.lines().filter(|l| {
+            !l.starts_with('#')
+                && ["tracked_sockets", "unmeasured", "missed_runs", "untracked"]
+                    .iter()
+                    .any(|word| l.contains(word))
+        }) {
+            eprintln!("  {line}");
+        }
+        hidden.report();
+        let unseen = unseen(&after, &hidden);
+        if unseen > 0 {
+            assert_loss_is_explained(&observed, expected, unseen);
+            return;
+        }
     }
     assert_eq!(observed.transitions, expected.transitions, "transitions");
     assert_eq!(observed.dwell, expected.dwell, "dwell histogram counts");
@@ -531,6 +545,108 @@ pub fn assert_exact_in(
         "tcpmon_handshake_duration_unmeasured_total{side=\"server\"}",
     ] {
         assert_eq!(after.get(series), 0.0, "{series}");
+    }
+}
+
+/// The labelled counters of `e` by metric, in the order the assertions check them.
+fn series(e: &workload::Expected) -> [(&'static str, &BTreeMap<workload::Labels, u64>); 5] {
+    [
+        ("transitions", &e.transitions),
+        ("dwell counts", &e.dwell),
+        ("handshakes", &e.handshakes),
+        ("handshake times", &e.handshake_times),
+        ("teardowns", &e.teardowns),
+    ]
+}
+
+/// Every series whose observed value differs from the expected one, as `metric{labels}: seen
+/// vs truth`.
+fn differences(observed: &workload::Expected, expected: &workload::Expected) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut compare = |metric: &str,
+                       seen: &BTreeMap<workload::Labels, u64>,
+                       truth: &BTreeMap<workload::Labels, u64>| {
+        let labels: std::collections::BTreeSet<_> = seen.keys().chain(truth.keys()).collect();
+        for label in labels {
+            let (s, t) = (seen.get(label), truth.get(label));
+            if s != t {
+                let (s, t) = (s.copied().unwrap_or(0), t.copied().unwrap_or(0));
+                lines.push(format!("{metric}{label:?}: {s} vs {t}"));
+            }
+        }
+    };
+    for ((metric, seen), (_, truth)) in series(observed).into_iter().zip(series(expected)) {
+        compare(metric, seen, truth);
+    }
+    if observed.untracked != expected.untracked {
+        lines.push(format!(
+            "untracked: {} vs {}",
+            observed.untracked, expected.untracked
+        ));
+    }
+    lines
+}
+
+/// Transitions the program can have missed without a defect of its own, host-wide: runs the
+/// kernel skipped and counted (an interrupt that landed while the program ran for another
+/// transition on the same CPU), and transitions it hid from BPF (made under PID 1, see
+/// `hidden`). Each is one transition at most missing from a namespace's counters.
+pub fn unseen(scrape: &Scrape, hidden: &hidden::HiddenTransitions) -> u64 {
+    scrape.get("tcpmon_bpf_program_missed_runs_total") as u64 + hidden.count()
+}
+
+/// The contract when the kernel kept transitions from the program (rare, more likely under
+/// load; see [`unseen`]): nothing is invented, and no more is missing than the kernel kept
+/// away. No series may exceed the ground truth, and at most `unseen` transitions may be
+/// missing; what a missing transition does downstream (an entry found stale, a socket left
+/// untracked) lands in the unmeasured counters, which are not checked here.
+fn assert_loss_is_explained(
+    observed: &workload::Expected,
+    expected: &workload::Expected,
+    unseen: u64,
+) {
+    eprintln!(
+        "the kernel kept {unseen} transitions from the program: checking that no more are missing"
+    );
+    let at_most = |what: &str,
+                   seen: &BTreeMap<workload::Labels, u64>,
+                   truth: &BTreeMap<workload::Labels, u64>| {
+        for (labels, n) in seen {
+            let bound = truth.get(labels).copied().unwrap_or(0);
+            assert!(
+                *n <= bound,
+                "{what} {labels:?}: {n} counted, {bound} happened"
+            );
+        }
+    };
+    for ((what, seen), (_, truth)) in series(observed).into_iter().zip(series(expected)) {
+        at_most(what, seen, truth);
+    }
+    let total = |m: &BTreeMap<workload::Labels, u64>| m.values().sum::<u64>();
+    let lost = total(&expected.transitions) - total(&observed.transitions);
+    assert!(
+        lost <= unseen,
+        "{lost} transitions missing, but the kernel kept only {unseen} from the program"
+    );
+}
+
+/// Whether the program with `id` is gone from the kernel within 5 s. A stopped agent has
+/// closed its link and program; the kernel frees a tracing program after an RCU grace period,
+/// so `bpftool` may still list it for a moment.
+pub fn program_unloaded(id: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let shown = std::process::Command::new("bpftool")
+            .args(["prog", "show", "id", id])
+            .output()
+            .expect("bpftool");
+        if !shown.status.success() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -1,0 +1,36 @@
+//! Reading load-time globals and kernel memory.
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+/// Reads a load-time global; volatile so the compiler cannot fold the default value in. The
+/// globals live in a frozen read-only map, so the verifier knows their values as constants.
+#[inline(always)]
+pub fn global(value: &'static u32) -> u32 {
+    // SAFETY: `value` is a valid static; the loader rewrites it before the program runs.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Reads the member of a kernel struct at `*offset` bytes into `base`, a pointer the verifier
+/// knows the BTF type of (the tracepoint's `struct sock *`, or a pointer read from one). The
+/// offset is a load-time constant, so the verifier checks the access against the struct's
+/// layout, and the JIT makes it a plain load that yields 0 rather than fault on a bad address.
+#[inline(always)]
+pub fn sock_field<T: Copy>(base: *const u8, offset: &'static u32) -> T {
+    // SAFETY: see above; the kernel's exception table covers the load.
+    unsafe { core::ptr::read_volatile(base.add(global(offset) as usize).cast::<T>()) }
+}
+
+/// [`sock_field`] at `extra` bytes past the member (a word of an array member).
+#[inline(always)]
+pub fn sock_field_at<T: Copy>(base: *const u8, offset: &'static u32, extra: usize) -> T {
+    // SAFETY: as for `sock_field`; the caller keeps `extra` inside the member.
+    unsafe { core::ptr::read_volatile(base.add(global(offset) as usize + extra).cast::<T>()) }
+}
+
+/// Reads a `T` at `base + offset` in kernel memory that the verifier cannot type (a member of
+/// a struct that embeds `struct sock`, such as `tcp_sock`).
+#[inline(always)]
+pub fn read_kernel<T>(base: u64, offset: u32) -> Result<T, i32> {
+    let field = (base + u64::from(offset)) as *const T;
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel(field) }
+}

@@ -2,87 +2,32 @@
 //! with FINs or a reset). Pure functions of the transition and the socket's `sk_err`, shared by
 //! the eBPF program and the host-side unit tests.
 
-/// Kernel TCP states used here (include/net/tcp_states.h).
-pub const TCP_ESTABLISHED: i32 = 1;
-pub const TCP_SYN_SENT: i32 = 2;
-pub const TCP_SYN_RECV: i32 = 3;
-pub const TCP_FIN_WAIT1: i32 = 4;
-pub const TCP_FIN_WAIT2: i32 = 5;
-pub const TCP_CLOSE_WAIT: i32 = 8;
-pub const TCP_LAST_ACK: i32 = 9;
-pub const TCP_CLOSING: i32 = 11;
-
 /// errno values the kernel leaves in `sk_err` when it ends a connection.
-pub const EPIPE: i32 = 32;
-pub const ENETUNREACH: i32 = 101;
-pub const ECONNRESET: i32 = 104;
-pub const ETIMEDOUT: i32 = 110;
-pub const ECONNREFUSED: i32 = 111;
-pub const EHOSTUNREACH: i32 = 113;
-
-/// Port slots: slot 0 is `port="other"`, slots 1.. are ports the agent put in the port map.
-pub const PORT_SLOTS: u32 = 257;
-pub const PORT_OTHER: u32 = 0;
-
-/// Handshake results, `side` included (the index of `tcpmon_handshakes_total`).
-pub const HANDSHAKE_CLIENT_ESTABLISHED: u32 = 0;
-pub const HANDSHAKE_CLIENT_REFUSED: u32 = 1;
-pub const HANDSHAKE_CLIENT_TIMEOUT: u32 = 2;
-pub const HANDSHAKE_CLIENT_UNREACHABLE: u32 = 3;
-pub const HANDSHAKE_CLIENT_ABORTED: u32 = 4;
-pub const HANDSHAKE_SERVER_ESTABLISHED: u32 = 5;
-pub const HANDSHAKE_SERVER_RESET: u32 = 6;
-pub const HANDSHAKE_RESULTS: u32 = 7;
-
-pub const SIDE_CLIENT: u32 = 0;
-pub const SIDE_SERVER: u32 = 1;
-pub const SIDES: u32 = 2;
-
-pub const INITIATOR_LOCAL: u32 = 0;
-pub const INITIATOR_REMOTE: u32 = 1;
-pub const INITIATOR_SIMULTANEOUS: u32 = 2;
-pub const INITIATORS: u32 = 3;
-
-pub const KIND_FIN: u32 = 0;
-pub const KIND_RESET: u32 = 1;
-pub const KINDS: u32 = 2;
-
-/// Entries of the per-port maps.
-pub const HANDSHAKE_SLOTS: u32 = PORT_SLOTS * HANDSHAKE_RESULTS;
-pub const HANDSHAKE_DURATION_SLOTS: u32 = PORT_SLOTS * SIDES;
-pub const TEARDOWN_SLOTS: u32 = PORT_SLOTS * INITIATORS * KINDS;
-
-#[inline(always)]
-pub fn handshake_index(port_slot: u32, result: u32) -> Option<u32> {
-    (port_slot < PORT_SLOTS && result < HANDSHAKE_RESULTS)
-        .then_some(port_slot * HANDSHAKE_RESULTS + result)
+pub mod errno {
+    pub const EPIPE: i32 = 32;
+    pub const ENETUNREACH: i32 = 101;
+    pub const ECONNRESET: i32 = 104;
+    pub const ETIMEDOUT: i32 = 110;
+    pub const ECONNREFUSED: i32 = 111;
+    pub const EHOSTUNREACH: i32 = 113;
 }
 
-#[inline(always)]
-pub fn handshake_duration_index(port_slot: u32, side: u32) -> Option<u32> {
-    (port_slot < PORT_SLOTS && side < SIDES).then_some(port_slot * SIDES + side)
-}
-
-#[inline(always)]
-pub fn teardown_index(port_slot: u32, initiator: u32, kind: u32) -> Option<u32> {
-    (port_slot < PORT_SLOTS && initiator < INITIATORS && kind < KINDS)
-        .then_some((port_slot * INITIATORS + initiator) * KINDS + kind)
-}
+use crate::{handshake, tcp_state, teardown};
 
 /// What a transition concludes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Nothing,
-    /// A handshake ended with this `HANDSHAKE_*` result.
+    /// A handshake ended with this [`handshake`] result.
     Handshake(u32),
-    /// A connection ended: `INITIATOR_*` and `KIND_*`.
+    /// A connection ended: `teardown::INITIATOR_*` and `teardown::KIND_*`.
     Teardown(u32, u32),
 }
 
 /// Whether [`outcome`] needs the socket's `sk_err` for this transition (it costs a kernel read).
 #[inline(always)]
 pub fn needs_sk_err(old: i32, new: i32) -> bool {
-    new == crate::TCP_CLOSE && old != crate::TCP_CLOSE && old != TCP_SYN_RECV
+    new == tcp_state::CLOSE && old != tcp_state::CLOSE && old != tcp_state::SYN_RECV
 }
 
 /// Classifies a transition `old -> new` (`old != new`). `sk_err` is read just as the socket
@@ -91,39 +36,46 @@ pub fn needs_sk_err(old: i32, new: i32) -> bool {
 #[inline(always)]
 pub fn outcome(old: i32, new: i32, sk_err: i32) -> Outcome {
     match (old, new) {
-        (TCP_SYN_SENT, TCP_ESTABLISHED) => Outcome::Handshake(HANDSHAKE_CLIENT_ESTABLISHED),
-        (TCP_SYN_SENT, crate::TCP_CLOSE) => Outcome::Handshake(match sk_err {
-            ECONNREFUSED => HANDSHAKE_CLIENT_REFUSED,
-            ETIMEDOUT => HANDSHAKE_CLIENT_TIMEOUT,
-            EHOSTUNREACH | ENETUNREACH => HANDSHAKE_CLIENT_UNREACHABLE,
-            _ => HANDSHAKE_CLIENT_ABORTED,
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
+            Outcome::Handshake(handshake::CLIENT_ESTABLISHED)
+        }
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) => Outcome::Handshake(match sk_err {
+            errno::ECONNREFUSED => handshake::CLIENT_REFUSED,
+            errno::ETIMEDOUT => handshake::CLIENT_TIMEOUT,
+            errno::EHOSTUNREACH | errno::ENETUNREACH => handshake::CLIENT_UNREACHABLE,
+            _ => handshake::CLIENT_ABORTED,
         }),
-        (TCP_SYN_RECV, TCP_ESTABLISHED) => Outcome::Handshake(HANDSHAKE_SERVER_ESTABLISHED),
-        (TCP_SYN_RECV, crate::TCP_CLOSE) => Outcome::Handshake(HANDSHAKE_SERVER_RESET),
-        (_, crate::TCP_CLOSE) => teardown(old, sk_err),
+        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => {
+            Outcome::Handshake(handshake::SERVER_ESTABLISHED)
+        }
+        (tcp_state::SYN_RECV, tcp_state::CLOSE) => Outcome::Handshake(handshake::SERVER_RESET),
+        (_, tcp_state::CLOSE) => connection_end(old, sk_err),
         _ => Outcome::Nothing,
     }
 }
 
 /// The end of an established connection, from the state it leaves for CLOSE.
 #[inline(always)]
-fn teardown(old: i32, sk_err: i32) -> Outcome {
-    let reset_by_peer = sk_err == ECONNRESET || sk_err == EPIPE;
+fn connection_end(old: i32, sk_err: i32) -> Outcome {
+    let reset_by_peer = sk_err == errno::ECONNRESET || sk_err == errno::EPIPE;
     let initiator = match old {
-        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 => INITIATOR_LOCAL,
-        TCP_CLOSE_WAIT | TCP_LAST_ACK => INITIATOR_REMOTE,
-        TCP_CLOSING => INITIATOR_SIMULTANEOUS,
-        TCP_ESTABLISHED if reset_by_peer => INITIATOR_REMOTE,
-        TCP_ESTABLISHED => INITIATOR_LOCAL,
+        tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 => teardown::INITIATOR_LOCAL,
+        tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK => teardown::INITIATOR_REMOTE,
+        tcp_state::CLOSING => teardown::INITIATOR_SIMULTANEOUS,
+        tcp_state::ESTABLISHED if reset_by_peer => teardown::INITIATOR_REMOTE,
+        tcp_state::ESTABLISHED => teardown::INITIATOR_LOCAL,
         _ => return Outcome::Nothing,
     };
     // The FIN sequence ends in FIN_WAIT2 (TIME_WAIT follows), LAST_ACK or CLOSING; any other
     // way to CLOSE, or an error left by a RST or a timeout, is a reset.
-    let completed = matches!(old, TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING);
+    let completed = matches!(
+        old,
+        tcp_state::FIN_WAIT2 | tcp_state::LAST_ACK | tcp_state::CLOSING
+    );
     let kind = if completed && sk_err == 0 {
-        KIND_FIN
+        teardown::KIND_FIN
     } else {
-        KIND_RESET
+        teardown::KIND_RESET
     };
     Outcome::Teardown(initiator, kind)
 }
@@ -131,121 +83,140 @@ fn teardown(old: i32, sk_err: i32) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{TCP_CLOSE, TCP_LISTEN};
+    use crate::{port, side};
 
     #[test]
     fn client_handshakes() {
-        let end = |sk_err| outcome(TCP_SYN_SENT, TCP_CLOSE, sk_err);
+        let end = |sk_err| outcome(tcp_state::SYN_SENT, tcp_state::CLOSE, sk_err);
         assert_eq!(
-            outcome(TCP_SYN_SENT, TCP_ESTABLISHED, 0),
-            Outcome::Handshake(HANDSHAKE_CLIENT_ESTABLISHED)
+            outcome(tcp_state::SYN_SENT, tcp_state::ESTABLISHED, 0),
+            Outcome::Handshake(handshake::CLIENT_ESTABLISHED)
         );
         assert_eq!(
-            end(ECONNREFUSED),
-            Outcome::Handshake(HANDSHAKE_CLIENT_REFUSED)
-        );
-        assert_eq!(end(ETIMEDOUT), Outcome::Handshake(HANDSHAKE_CLIENT_TIMEOUT));
-        assert_eq!(
-            end(EHOSTUNREACH),
-            Outcome::Handshake(HANDSHAKE_CLIENT_UNREACHABLE)
+            end(errno::ECONNREFUSED),
+            Outcome::Handshake(handshake::CLIENT_REFUSED)
         );
         assert_eq!(
-            end(ENETUNREACH),
-            Outcome::Handshake(HANDSHAKE_CLIENT_UNREACHABLE)
+            end(errno::ETIMEDOUT),
+            Outcome::Handshake(handshake::CLIENT_TIMEOUT)
         );
-        assert_eq!(end(0), Outcome::Handshake(HANDSHAKE_CLIENT_ABORTED));
-        assert!(needs_sk_err(TCP_SYN_SENT, TCP_CLOSE));
-        assert!(!needs_sk_err(TCP_SYN_SENT, TCP_ESTABLISHED));
+        assert_eq!(
+            end(errno::EHOSTUNREACH),
+            Outcome::Handshake(handshake::CLIENT_UNREACHABLE)
+        );
+        assert_eq!(
+            end(errno::ENETUNREACH),
+            Outcome::Handshake(handshake::CLIENT_UNREACHABLE)
+        );
+        assert_eq!(end(0), Outcome::Handshake(handshake::CLIENT_ABORTED));
+        assert!(needs_sk_err(tcp_state::SYN_SENT, tcp_state::CLOSE));
+        assert!(!needs_sk_err(tcp_state::SYN_SENT, tcp_state::ESTABLISHED));
     }
 
     #[test]
     fn server_handshakes() {
         assert_eq!(
-            outcome(TCP_SYN_RECV, TCP_ESTABLISHED, 0),
-            Outcome::Handshake(HANDSHAKE_SERVER_ESTABLISHED)
+            outcome(tcp_state::SYN_RECV, tcp_state::ESTABLISHED, 0),
+            Outcome::Handshake(handshake::SERVER_ESTABLISHED)
         );
         assert_eq!(
-            outcome(TCP_SYN_RECV, TCP_CLOSE, 0),
-            Outcome::Handshake(HANDSHAKE_SERVER_RESET)
+            outcome(tcp_state::SYN_RECV, tcp_state::CLOSE, 0),
+            Outcome::Handshake(handshake::SERVER_RESET)
         );
-        assert!(!needs_sk_err(TCP_SYN_RECV, TCP_CLOSE));
+        assert!(!needs_sk_err(tcp_state::SYN_RECV, tcp_state::CLOSE));
     }
 
     #[test]
     fn orderly_teardowns() {
-        let fin = |old| outcome(old, TCP_CLOSE, 0);
+        let fin = |old| outcome(old, tcp_state::CLOSE, 0);
         assert_eq!(
-            fin(TCP_FIN_WAIT2),
-            Outcome::Teardown(INITIATOR_LOCAL, KIND_FIN)
+            fin(tcp_state::FIN_WAIT2),
+            Outcome::Teardown(teardown::INITIATOR_LOCAL, teardown::KIND_FIN)
         );
         assert_eq!(
-            fin(TCP_LAST_ACK),
-            Outcome::Teardown(INITIATOR_REMOTE, KIND_FIN)
+            fin(tcp_state::LAST_ACK),
+            Outcome::Teardown(teardown::INITIATOR_REMOTE, teardown::KIND_FIN)
         );
         assert_eq!(
-            fin(TCP_CLOSING),
-            Outcome::Teardown(INITIATOR_SIMULTANEOUS, KIND_FIN)
+            fin(tcp_state::CLOSING),
+            Outcome::Teardown(teardown::INITIATOR_SIMULTANEOUS, teardown::KIND_FIN)
         );
     }
 
     #[test]
     fn resets() {
-        let close = |old, err| outcome(old, TCP_CLOSE, err);
+        let close = |old, err| outcome(old, tcp_state::CLOSE, err);
         // SO_LINGER 0 on our side: tcp_disconnect() reaches CLOSE before it sets sk_err.
         assert_eq!(
-            close(TCP_ESTABLISHED, 0),
-            Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET)
+            close(tcp_state::ESTABLISHED, 0),
+            Outcome::Teardown(teardown::INITIATOR_LOCAL, teardown::KIND_RESET)
         );
         // A RST from the peer.
         assert_eq!(
-            close(TCP_ESTABLISHED, ECONNRESET),
-            Outcome::Teardown(INITIATOR_REMOTE, KIND_RESET)
+            close(tcp_state::ESTABLISHED, errno::ECONNRESET),
+            Outcome::Teardown(teardown::INITIATOR_REMOTE, teardown::KIND_RESET)
         );
         // Retransmissions gave up: our side ended it.
         assert_eq!(
-            close(TCP_ESTABLISHED, ETIMEDOUT),
-            Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET)
+            close(tcp_state::ESTABLISHED, errno::ETIMEDOUT),
+            Outcome::Teardown(teardown::INITIATOR_LOCAL, teardown::KIND_RESET)
         );
         // Closing with unread data after the peer's FIN, and a RST in LAST_ACK.
         assert_eq!(
-            close(TCP_CLOSE_WAIT, 0),
-            Outcome::Teardown(INITIATOR_REMOTE, KIND_RESET)
+            close(tcp_state::CLOSE_WAIT, 0),
+            Outcome::Teardown(teardown::INITIATOR_REMOTE, teardown::KIND_RESET)
         );
         assert_eq!(
-            close(TCP_LAST_ACK, ECONNRESET),
-            Outcome::Teardown(INITIATOR_REMOTE, KIND_RESET)
+            close(tcp_state::LAST_ACK, errno::ECONNRESET),
+            Outcome::Teardown(teardown::INITIATOR_REMOTE, teardown::KIND_RESET)
         );
         assert_eq!(
-            close(TCP_FIN_WAIT1, ECONNRESET),
-            Outcome::Teardown(INITIATOR_LOCAL, KIND_RESET)
+            close(tcp_state::FIN_WAIT1, errno::ECONNRESET),
+            Outcome::Teardown(teardown::INITIATOR_LOCAL, teardown::KIND_RESET)
         );
     }
 
     #[test]
     fn other_transitions_conclude_nothing() {
-        assert_eq!(outcome(TCP_CLOSE, TCP_SYN_SENT, 0), Outcome::Nothing);
-        assert_eq!(outcome(TCP_LISTEN, TCP_SYN_RECV, 0), Outcome::Nothing);
-        assert_eq!(outcome(TCP_ESTABLISHED, TCP_FIN_WAIT1, 0), Outcome::Nothing);
-        assert_eq!(outcome(TCP_LISTEN, TCP_CLOSE, 0), Outcome::Nothing);
-        assert!(!needs_sk_err(TCP_CLOSE, TCP_CLOSE));
+        assert_eq!(
+            outcome(tcp_state::CLOSE, tcp_state::SYN_SENT, 0),
+            Outcome::Nothing
+        );
+        assert_eq!(
+            outcome(tcp_state::LISTEN, tcp_state::SYN_RECV, 0),
+            Outcome::Nothing
+        );
+        assert_eq!(
+            outcome(tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1, 0),
+            Outcome::Nothing
+        );
+        assert_eq!(
+            outcome(tcp_state::LISTEN, tcp_state::CLOSE, 0),
+            Outcome::Nothing
+        );
+        assert!(!needs_sk_err(tcp_state::CLOSE, tcp_state::CLOSE));
     }
 
     #[test]
     fn indexes_are_dense_and_bounded() {
-        assert_eq!(handshake_index(0, 0), Some(0));
+        assert_eq!(handshake::index(0, 0), Some(0));
         assert_eq!(
-            handshake_index(PORT_SLOTS - 1, HANDSHAKE_RESULTS - 1),
-            Some(HANDSHAKE_SLOTS - 1)
+            handshake::index(port::SLOTS - 1, handshake::RESULTS - 1),
+            Some(handshake::SLOTS - 1)
         );
-        assert_eq!(handshake_index(PORT_SLOTS, 0), None);
+        assert_eq!(handshake::index(port::SLOTS, 0), None);
         assert_eq!(
-            handshake_duration_index(PORT_SLOTS - 1, SIDES - 1),
-            Some(HANDSHAKE_DURATION_SLOTS - 1)
+            handshake::duration_index(port::SLOTS - 1, side::SLOTS - 1),
+            Some(handshake::DURATION_SLOTS - 1)
         );
         assert_eq!(
-            teardown_index(PORT_SLOTS - 1, INITIATORS - 1, KINDS - 1),
-            Some(TEARDOWN_SLOTS - 1)
+            teardown::index(
+                port::SLOTS - 1,
+                teardown::INITIATORS - 1,
+                teardown::KINDS - 1
+            ),
+            Some(teardown::SLOTS - 1)
         );
-        assert_eq!(teardown_index(0, INITIATORS, 0), None);
+        assert_eq!(teardown::index(0, teardown::INITIATORS, 0), None);
     }
 }

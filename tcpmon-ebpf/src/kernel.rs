@@ -1,13 +1,7 @@
-//! Reading load-time globals and kernel memory.
+//! Reading kernel memory: members of `struct sock` at offsets the agent found in BTF.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
-/// Reads a load-time global; volatile so the compiler cannot fold the default value in. The
-/// globals live in a frozen read-only map, so the verifier knows their values as constants.
-#[inline(always)]
-pub fn global(value: &'static u32) -> u32 {
-    // SAFETY: `value` is a valid static; the loader rewrites it before the program runs.
-    unsafe { core::ptr::read_volatile(value) }
-}
+use crate::config::global;
 
 /// Reads the member of a kernel struct at `*offset` bytes into `base`, a pointer the verifier
 /// knows the BTF type of (the tracepoint's `struct sock *`, or a pointer read from one). The

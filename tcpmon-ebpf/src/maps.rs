@@ -4,9 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcpmon_common::{
-    dwell_bucket, DwellHistogram, SocketEntry, COUNTER_SLOTS, EVENTS_RING_BYTES,
-    HANDSHAKE_DURATION_SLOTS, HANDSHAKE_SLOTS, MAX_TRACKED_SOCKETS, PORT_SLOTS, STATE_SLOTS,
-    TEARDOWN_SLOTS, TRANSITION_SLOTS,
+    counter, dwell_bucket, handshake, maps, port, tcp_state, teardown, DwellHistogram, SocketEntry,
+    TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -15,37 +14,37 @@ pub static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TRANSIT
 
 /// Dwell-time histograms, one per state left.
 #[map]
-pub static DWELL: PerCpuArray<DwellHistogram> = PerCpuArray::with_max_entries(STATE_SLOTS, 0);
+pub static DWELL: PerCpuArray<DwellHistogram> = PerCpuArray::with_max_entries(tcp_state::SLOTS, 0);
 
 /// Per-socket state, entry time and service port, keyed by the socket's kernel address.
 #[map]
 pub static SOCKETS: LruHashMap<u64, SocketEntry> =
-    LruHashMap::with_max_entries(MAX_TRACKED_SOCKETS, 0);
+    LruHashMap::with_max_entries(maps::MAX_TRACKED_SOCKETS, 0);
 
 /// Bookkeeping counters (inserts, deletes, stale, untracked, untimed handshakes).
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 
 /// Service ports with their own label value, to port slot; written by the agent.
 #[map]
-pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(PORT_SLOTS, 0);
+pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(port::SLOTS, 0);
 
 /// Handshake results per (port slot, result).
 #[map]
-pub static HANDSHAKES: PerCpuArray<u64> = PerCpuArray::with_max_entries(HANDSHAKE_SLOTS, 0);
+pub static HANDSHAKES: PerCpuArray<u64> = PerCpuArray::with_max_entries(handshake::SLOTS, 0);
 
 /// Handshake-time histograms per (port slot, side).
 #[map]
 pub static HANDSHAKE_DURATION: PerCpuArray<DwellHistogram> =
-    PerCpuArray::with_max_entries(HANDSHAKE_DURATION_SLOTS, 0);
+    PerCpuArray::with_max_entries(handshake::DURATION_SLOTS, 0);
 
 /// Teardowns per (port slot, initiator, kind).
 #[map]
-pub static TEARDOWNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TEARDOWN_SLOTS, 0);
+pub static TEARDOWNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(teardown::SLOTS, 0);
 
 /// Tail events for `tcpmon tail`, written only while TAIL_SWITCH is on.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(maps::EVENTS_RING_BYTES, 0);
 
 /// Slot 0 is non-zero while a tail client is connected; written by the agent.
 #[map]

@@ -4,16 +4,14 @@ use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
 };
-use tcpmon_common::{
-    SocketEntry, TailEvent, AF_INET, COUNTER_EVENTS, COUNTER_EVENTS_DROPPED, DWELL_UNKNOWN,
-    TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_SENT,
-};
+use tcpmon_common::{counter, tcp_state, SocketEntry, TailEvent, AF_INET, DWELL_UNKNOWN};
 
 use crate::{
+    accounting::Tracked,
+    config::{SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET},
     kernel::{sock_field, sock_field_at},
     maps::{increment, COUNTERS, EVENTS, SOCKETS, TAIL_SWITCH},
-    Tracked, Transition, SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET,
-    SK_V6_RCV_SADDR_OFFSET,
+    Transition,
 };
 
 /// Whether a tail client is connected.
@@ -70,7 +68,7 @@ impl Owner {
 pub fn in_process_context(t: &Transition) -> bool {
     matches!(
         t.new,
-        TCP_SYN_SENT | TCP_LISTEN | TCP_FIN_WAIT1 | TCP_LAST_ACK
+        tcp_state::SYN_SENT | tcp_state::LISTEN | tcp_state::FIN_WAIT1 | tcp_state::LAST_ACK
     )
 }
 
@@ -92,7 +90,7 @@ pub fn owner_of(t: &Transition) -> Owner {
 #[inline(always)]
 pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
     let Some(mut entry) = EVENTS.reserve::<TailEvent>(0) else {
-        increment(&COUNTERS, COUNTER_EVENTS_DROPPED);
+        increment(&COUNTERS, counter::EVENTS_DROPPED);
         return;
     };
     let event = entry.as_mut_ptr();
@@ -129,7 +127,7 @@ pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
     // find out when.
     let flags = BPF_RB_NO_WAKEUP;
     entry.submit(u64::from(flags));
-    increment(&COUNTERS, COUNTER_EVENTS);
+    increment(&COUNTERS, counter::EVENTS);
 }
 
 /// The `struct in6_addr` member of the socket at `*offset`, as its four 32-bit words.

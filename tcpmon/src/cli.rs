@@ -6,8 +6,8 @@ use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 use crate::{
     state::TcpState,
     tail::{
+        agent::server::DEFAULT_SOCKET,
         filter::{parse_state, Cidr, Family},
-        server::DEFAULT_SOCKET,
     },
 };
 
@@ -51,7 +51,7 @@ pub struct AgentOptions {
     /// Capacity of the kernel's per-socket map (about 100 bytes each). Sockets beyond it evict
     /// the least recently used entries (counted in tcpmon_tracked_sockets_evicted_total): their
     /// dwell times go unmeasured, every counter stays exact.
-    #[arg(long, value_name = "N", default_value_t = tcpmon_common::MAX_TRACKED_SOCKETS,
+    #[arg(long, value_name = "N", default_value_t = tcpmon_common::maps::MAX_TRACKED_SOCKETS,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_tracked_sockets: u32,
 

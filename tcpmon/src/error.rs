@@ -37,7 +37,7 @@ pub enum Error {
     #[error("cannot open network namespace {path} ({cause}): pass a path such as /run/netns/NAME or /proc/PID/ns/net")]
     Netns { path: String, cause: io::Error },
 
-    #[error("this kernel lacks {what} (Linux {since} or newer): tcpmon cannot run on it; see \"Supported kernels\" in the README")]
+    #[error("this kernel lacks {what} (Linux {since} or newer): tcpmon cannot run on it; see docs/KERNELS.md")]
     KernelFeature {
         what: &'static str,
         since: &'static str,
@@ -45,6 +45,16 @@ pub enum Error {
 
     #[error("the kernel refused the eBPF program ({0}): check that this kernel supports BTF-enabled tracepoint programs (tp_btf)")]
     Load(String),
+
+    #[error("cannot {op} the eBPF map {map} ({cause}): restart the agent, and report it with your kernel version if it happens again")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        cause: String,
+    },
+
+    #[error("cannot read the eBPF program's run statistics ({cause}): restart the agent, and report it with your kernel version if it happens again")]
+    ProgramStats { cause: String },
 
     #[error(
         "cannot serve the tail socket {path} ({cause}): choose another path with --tail-socket"

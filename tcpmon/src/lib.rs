@@ -1,32 +1,19 @@
-//! tcpmon: a TCP connection monitor built on the `sock:inet_sock_set_state` tracepoint.
+//! tcpmon: a TCP connection monitor built on the kernel's `inet_sock_set_state` tracepoint.
 //!
-//! The eBPF program (crate `tcpmon-ebpf`) aggregates in the kernel; this library loads it,
-//! reads its maps at scrape time and serves them to Prometheus. `main.rs` only calls [`run`].
+//! The eBPF program (crate `tcpmon-ebpf`) aggregates in the kernel; this library loads it
+//! (`probe`), reads its maps at scrape time (`metrics`) and serves them to Prometheus (`web`),
+//! and streams transitions to `tcpmon tail` (`tail`). `main.rs` only calls [`run`];
+//! docs/ARCHITECTURE.md draws the whole data flow.
 pub mod agent;
-pub mod basic_auth;
-pub mod btf;
-pub mod capabilities;
 pub mod cli;
-pub mod collector;
 pub mod error;
-pub mod families;
-pub mod histogram;
-pub mod http;
-pub mod kernel_features;
-pub mod map_batch;
-pub mod netns;
-pub mod pin;
-pub mod ports;
+pub mod metrics;
 pub mod privileges;
 pub mod probe;
-pub mod prog_stats;
-pub mod routes;
-pub mod sock_diag;
+pub mod startup;
 pub mod state;
 pub mod tail;
-pub mod tls;
-pub mod tls_config;
-pub mod web_config;
+pub mod web;
 
 /// Runs the command the user asked for.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {

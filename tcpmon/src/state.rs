@@ -1,21 +1,24 @@
 //! TCP states as the kernel numbers them (`include/net/tcp_states.h`), with the names operators
 //! know from `ss` and `tcpstates`.
 
-/// A kernel TCP state. The wire carries raw `i32`s; this is their userspace face.
+use tcpmon_common::tcp_state;
+
+/// A kernel TCP state. The wire carries raw `i32`s; this is their userspace face; the numbers
+/// are `tcpmon_common::tcp_state`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TcpState {
-    Established = 1,
-    SynSent = 2,
-    SynRecv = 3,
-    FinWait1 = 4,
-    FinWait2 = 5,
-    TimeWait = 6,
-    Close = 7,
-    CloseWait = 8,
-    LastAck = 9,
-    Listen = 10,
-    Closing = 11,
-    NewSynRecv = 12,
+    Established = tcp_state::ESTABLISHED as isize,
+    SynSent = tcp_state::SYN_SENT as isize,
+    SynRecv = tcp_state::SYN_RECV as isize,
+    FinWait1 = tcp_state::FIN_WAIT1 as isize,
+    FinWait2 = tcp_state::FIN_WAIT2 as isize,
+    TimeWait = tcp_state::TIME_WAIT as isize,
+    Close = tcp_state::CLOSE as isize,
+    CloseWait = tcp_state::CLOSE_WAIT as isize,
+    LastAck = tcp_state::LAST_ACK as isize,
+    Listen = tcp_state::LISTEN as isize,
+    Closing = tcp_state::CLOSING as isize,
+    NewSynRecv = tcp_state::NEW_SYN_RECV as isize,
 }
 
 impl TcpState {
@@ -87,8 +90,8 @@ mod tests {
         assert_eq!(TcpState::from_raw(12), Some(TcpState::NewSynRecv));
         assert_eq!(TcpState::from_raw(0), None);
         assert_eq!(TcpState::from_raw(13), None);
-        assert_eq!(TcpState::Close as i32, tcpmon_common::TCP_CLOSE);
-        assert_eq!(TcpState::Listen as i32, tcpmon_common::TCP_LISTEN);
+        assert_eq!(TcpState::Close as i32, tcpmon_common::tcp_state::CLOSE);
+        assert_eq!(TcpState::Listen as i32, tcpmon_common::tcp_state::LISTEN);
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn a_normal_start_prints_one_line_and_no_warning() {
     assert_eq!(support::http_get(agent.addr, "/healthz"), "ok\n");
     // The one note a normal start prints is on kernels that hide transitions from BPF.
     let notes: &[&str] = if support::hidden::kernel_hides_transitions() {
-        &[tcpmon::agent::SKIPS_UNDER_INIT_NOTE]
+        &[tcpmon::startup::SKIPS_UNDER_INIT_NOTE]
     } else {
         &[]
     };

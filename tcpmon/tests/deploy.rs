@@ -3,8 +3,9 @@ mod support;
 
 use std::{collections::BTreeSet, process::Command};
 
+use prometheus::proto::MetricType;
 use support::artefacts::{dashboard_exprs, deploy, recorded};
-use tcpmon::families::FAMILIES;
+use tcpmon::metrics::descriptors;
 
 fn succeeds(program: &str, args: &[&str]) {
     let out = Command::new(program)
@@ -86,10 +87,16 @@ fn referenced(expr: &str) -> BTreeSet<String> {
 
 /// Every name the agent exports, with histogram suffixes, plus the process collector's.
 fn exported() -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = FAMILIES.iter().map(|(n, _, _)| n.to_string()).collect();
-    for (name, _, _) in FAMILIES.iter().filter(|(n, _, _)| n.ends_with("_seconds")) {
+    let mut names: BTreeSet<String> = descriptors::ALL
+        .iter()
+        .map(|f| f.name.to_string())
+        .collect();
+    for family in descriptors::ALL
+        .iter()
+        .filter(|f| f.kind == MetricType::HISTOGRAM)
+    {
         for suffix in ["_bucket", "_sum", "_count"] {
-            names.insert(format!("{name}{suffix}"));
+            names.insert(format!("{}{suffix}", family.name));
         }
     }
     for p in [

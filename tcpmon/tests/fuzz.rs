@@ -2,10 +2,12 @@
 //! bytes; what they accept must make sense.
 use proptest::prelude::*;
 use tcpmon::{
-    btf::Btf,
     cli::OutputFormat,
-    histogram,
-    sock_diag::{self, SocketCounts},
+    metrics::{
+        histogram,
+        sock_diag::{self, SocketCounts},
+    },
+    probe::btf::Btf,
     tail::{
         client::Printer,
         event::{Event, Message},
@@ -106,7 +108,7 @@ proptest! {
         let record = kernel_event(&all, bias);
         let offset = i128::from(offset);
         let mut wire = Vec::new();
-        let written = tcpmon::tail::wire::write_line(&record, offset, &mut wire);
+        let written = tcpmon::tail::agent::wire::write_line(&record, offset, &mut wire);
         let decoded = Event::from_kernel(&record, offset);
         prop_assert_eq!(written, decoded.is_some());
         let filter = Filter { ports: vec![port, record.sport], ..Default::default() };

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{http_get, raise_open_files_limit, require_root, rss_kib, Agent, NetNs, TIMEOUT};
+use support::{http_get, raise_open_files_limit, require_root, rss_kib, timeout, Agent, NetNs};
 
 const SCRAPERS: usize = 1_000;
 
@@ -23,7 +23,7 @@ fn malformed_http_requests_do_not_hurt_the_agent() {
     let agent = Agent::start(&ns);
     let send = |bytes: &[u8]| {
         let mut stream = TcpStream::connect(agent.addr).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_read_timeout(Some(timeout())).expect("timeout");
         let _ = stream.write_all(bytes);
         let mut reply = Vec::new();
         let _ = stream.read_to_end(&mut reply);
@@ -53,8 +53,8 @@ fn a_1_mib_header_is_refused_without_being_read_whole() {
     let ns = NetNs::new();
     let agent = Agent::start(&ns);
     let mut stream = TcpStream::connect(agent.addr).expect("connect");
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    stream.set_write_timeout(Some(TIMEOUT)).expect("timeout");
+    stream.set_read_timeout(Some(timeout())).expect("timeout");
+    stream.set_write_timeout(Some(timeout())).expect("timeout");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nX-Big: ")
         .expect("send");
@@ -140,7 +140,7 @@ fn a_slowloris_client_is_cut_off_after_the_header_timeout_while_scrapes_go_on() 
         );
     }
     for mut stream in idle {
-        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_read_timeout(Some(timeout())).expect("timeout");
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
     }

@@ -11,9 +11,9 @@ use std::{
 };
 
 use support::{
-    artefacts, free_addr, http_get, require_root,
+    artefacts, free_addr, http_get, require_root, timeout,
     workload::{self, Close, FullListener},
-    Agent, NetNs, TIMEOUT,
+    Agent, NetNs,
 };
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -79,7 +79,7 @@ impl Prometheus {
             .spawn()
             .expect("prometheus (Debian package prometheus) runs");
         let server = Prometheus { child, dir, addr };
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout();
         while TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "prometheus did not start");
             std::thread::sleep(Duration::from_millis(100));

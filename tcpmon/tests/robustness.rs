@@ -12,9 +12,9 @@ use std::{
 };
 
 use support::{
-    http_get, require_root,
+    http_get, require_root, timeout,
     workload::{self, Close, SERVICE_PORT},
-    Agent, NetNs, TIMEOUT,
+    Agent, NetNs,
 };
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -71,7 +71,7 @@ fn garbage_on_the_tail_socket_is_refused_and_the_agent_carries_on() {
     let agent = Agent::start(&ns);
     let ask = |request: &[u8]| -> String {
         let mut stream = UnixStream::connect(&agent.tail_socket).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_read_timeout(Some(timeout())).expect("timeout");
         let _ = stream.write_all(request);
         let mut line = String::new();
         let _ = BufReader::new(&stream).read_line(&mut line);

@@ -11,9 +11,9 @@ use std::{
 };
 
 use support::{
-    assert_exact_in, require_root, scrape_until,
+    assert_exact_in, require_root, scrape_until, timeout,
     workload::{self, Close, Expected, SERVICE_PORT},
-    Agent, NetNs, TCPMON, TIMEOUT,
+    Agent, NetNs, TCPMON,
 };
 use tcpmon::{state::TcpState, tail::event::Message};
 
@@ -50,7 +50,7 @@ impl Tail {
 
     /// Every line until the process exits (it does after --count events).
     fn lines_until_exit(mut self) -> Vec<String> {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout();
         let mut lines = Vec::new();
         loop {
             match self.lines.recv_timeout(Duration::from_millis(100)) {
@@ -271,7 +271,7 @@ fn a_client_that_stops_reading_is_told_what_it_missed_and_metrics_stay_exact() {
 
     // Now read: every event is either delivered or reported lost.
     let all = total(&expected);
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    stream.set_read_timeout(Some(timeout())).expect("timeout");
     let (mut delivered, mut lost) = (0, 0);
     for line in BufReader::new(&stream).lines() {
         match serde_json::from_str(&line.expect("read")).expect("a message") {
@@ -347,7 +347,7 @@ fn standalone_works_without_an_agent() {
     ]);
     let header = tail
         .lines
-        .recv_timeout(TIMEOUT)
+        .recv_timeout(timeout())
         .expect("header once attached");
     assert!(header.starts_with("TIME(UTC)"), "{header}");
     ns.run(|| workload::connections(V4, SERVICE_PORT, N, Close::ServerFirst));

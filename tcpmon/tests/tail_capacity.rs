@@ -10,9 +10,9 @@ use std::{
 };
 
 use support::{
-    http_get, require_root, rss_kib,
+    http_get, require_root, rss_kib, timeout,
     workload::{self, Close, SERVICE_PORT},
-    Agent, NetNs, TIMEOUT,
+    Agent, NetNs,
 };
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -36,7 +36,7 @@ fn stalled_tail_clients_are_capped_and_cost_bounded_memory() {
     assert_eq!(ready.get("tcpmon_tail_clients"), CLIENTS as f64);
     // One more is refused, in one line.
     let mut extra = UnixStream::connect(&agent.tail_socket).expect("connect");
-    extra.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    extra.set_read_timeout(Some(timeout())).expect("timeout");
     extra.write_all(b"{}\n").expect("request");
     let mut line = String::new();
     BufReader::new(&extra).read_line(&mut line).expect("answer");

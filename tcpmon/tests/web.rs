@@ -9,9 +9,9 @@ use std::{
 };
 
 use support::{
-    require_root,
+    require_root, timeout,
     tls::{https_get, presented_certificate, Identity, Pki, Reply},
-    Agent, NetNs, TIMEOUT,
+    Agent, NetNs,
 };
 
 const TLS: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n";
@@ -80,7 +80,7 @@ fn https_with_basic_auth_lets_only_the_right_password_in() {
 
     // Plain HTTP to the TLS port gets no HTTP answer, only the end of the connection.
     let mut plain = TcpStream::connect(agent.addr).expect("connect");
-    plain.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    plain.set_read_timeout(Some(timeout())).expect("timeout");
     plain
         .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
         .expect("send");

@@ -1,16 +1,12 @@
 //! `cargo xtask`: the commands a tcpmon developer repeats. Each installs what it needs first,
 //! idempotently, so they work on a fresh machine.
 mod bench;
-mod harness;
-mod report;
+#[cfg(test)]
+mod doc_commands;
 mod setup;
 mod soak;
-mod storm;
-mod tail_rate;
 mod test;
 mod vm;
-mod vm_kernels;
-mod vm_results;
 
 use std::process::Command;
 
@@ -132,13 +128,13 @@ fn main() -> anyhow::Result<()> {
             setup::toolchain()?;
             setup::test_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
-            tail_rate::run(std::time::Duration::from_secs(seconds))
+            bench::tail_rate::run(std::time::Duration::from_secs(seconds))
         }
     }
 }
 
 /// Prints the kernel matrix (this machine's line first, if any); fails if a kernel failed.
-fn matrix(host: &str, outcomes: &[vm_results::Outcome]) -> anyhow::Result<()> {
+fn matrix(host: &str, outcomes: &[vm::results::Outcome]) -> anyhow::Result<()> {
     println!();
     println!("kernel matrix:");
     if !host.is_empty() {
@@ -168,4 +164,48 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser as _;
+
+    use super::{doc_commands, Cli};
+
+    /// Every `cargo xtask` command line in the README and docs/ parses with the real parser.
+    #[test]
+    fn documented_xtask_commands_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut checked = 0;
+        let mut failures = Vec::new();
+        for path in doc_commands::documents(&root) {
+            let text = std::fs::read_to_string(&path).expect("readable doc");
+            let name = path
+                .file_name()
+                .expect("file")
+                .to_string_lossy()
+                .to_string();
+            for invocation in doc_commands::invocations(&name, &text, "xtask") {
+                checked += 1;
+                if let Err(e) = Cli::try_parse_from(&invocation.argv) {
+                    let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                    failures.push(format!(
+                        "{}: {:?}: {first}",
+                        invocation.place, invocation.argv
+                    ));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "documented commands that do not parse:\n{}",
+            failures.join("\n")
+        );
+        assert!(
+            checked >= 5,
+            "only {checked} xtask commands found in the docs"
+        );
+    }
 }

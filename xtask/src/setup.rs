@@ -1,6 +1,7 @@
 //! Idempotent installation of what building and testing tcpmon needs. Versions are the ones
-//! verified on these machines (shared/TOOLCHAIN.md): bpf-linker 0.10.0 links with the LLVM
-//! inside the rustup toolchain, so no system LLVM is needed.
+//! verified on Debian 12 with rustup's stable 1.95 and nightly toolchains (docs/TESTING.md,
+//! "Toolchain"): bpf-linker 0.10.0 links with the LLVM inside the rustup toolchain, so no
+//! system LLVM is needed (0.11 and later need a system LLVM 21-23 that Debian 12 lacks).
 use std::process::Command;
 
 use anyhow::{bail, Context as _};

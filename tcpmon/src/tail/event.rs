@@ -27,6 +27,12 @@ pub enum Message {
     },
 }
 
+/// One NDJSON line (without the newline): the wire format, documented in docs/TAIL.md.
+pub fn json_line(message: &Message) -> String {
+    serde_json::to_string(message)
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"{e}\"}}"))
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Wall-clock time, RFC 3339 in UTC with microseconds.

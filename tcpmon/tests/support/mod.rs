@@ -24,7 +24,30 @@ use std::{
 };
 
 pub const TCPMON: &str = env!("CARGO_BIN_EXE_tcpmon");
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest any wait in these tests lasts on this machine: start-up, a scrape, a tail line.
+const BASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much slower than this machine the tests run, from `TCPMON_TEST_TIME_SCALE` (default 1).
+/// `cargo xtask vm-test` sets it in its guests, whose CPU qemu emulates in software; its value
+/// there is measured (see `xtask/src/vm/mod.rs`). Waits scale with it; no assertion on a
+/// duration does.
+pub fn time_scale() -> f64 {
+    std::env::var("TCPMON_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|scale| *scale >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// `wait` on this machine, scaled by [`time_scale`].
+pub fn scaled(wait: Duration) -> Duration {
+    wait.mul_f64(time_scale())
+}
+
+/// The limit of every wait for something that must happen: start-up, a scrape, a tail line.
+pub fn timeout() -> Duration {
+    scaled(BASE_TIMEOUT)
+}
 
 /// Fails the test unless it runs as root: these tests load eBPF programs and create namespaces.
 pub fn require_root() {
@@ -262,7 +285,7 @@ impl Agent {
         let line = loop {
             let line = agent
                 .stderr
-                .recv_timeout(TIMEOUT)
+                .recv_timeout(timeout())
                 .expect("agent printed its start-up line");
             if !line.starts_with("tcpmon: note: ") {
                 break line;
@@ -309,7 +332,7 @@ impl Agent {
         let mut child = self.child.take().expect("agent still running");
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout();
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait for agent") {
                 break status;
@@ -330,7 +353,7 @@ impl Drop for Agent {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + scaled(Duration::from_secs(5));
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
@@ -365,8 +388,8 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// A minimal HTTP/1.0 GET; returns the body. Panics on a non-200 answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to agent");
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut stream = TcpStream::connect_timeout(&addr, timeout()).expect("connect to agent");
+    stream.set_read_timeout(Some(timeout())).expect("timeout");
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
@@ -461,7 +484,7 @@ impl Scrape {
 /// Scrapes until the scrape shows `expected` (the last ACKs may still be in flight when a
 /// workload returns) or the timeout passes; returns the last scrape.
 pub fn settle(agent: &Agent, expected: &workload::Expected) -> Scrape {
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout();
     loop {
         let scrape = agent.scrape();
         if scrape.observed() == *expected || Instant::now() > deadline {
@@ -634,7 +657,7 @@ fn assert_loss_is_explained(
 /// closed its link and program; the kernel frees a tracing program after an RCU grace period,
 /// so `bpftool` may still list it for a moment.
 pub fn program_unloaded(id: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
     loop {
         let shown = std::process::Command::new("bpftool")
             .args(["prog", "show", "id", id])
@@ -684,7 +707,7 @@ pub fn ss_counts(ns: &NetNs) -> BTreeMap<String, u64> {
 
 /// Scrapes until `done(scrape)` holds or the timeout passes; returns the last scrape.
 pub fn scrape_until(agent: &Agent, done: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout();
     loop {
         let scrape = agent.scrape();
         if done(&scrape) || Instant::now() > deadline {

@@ -17,7 +17,7 @@ use rcgen::{
 use rustls::{pki_types::ServerName, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
-use super::TIMEOUT;
+use super::timeout;
 
 /// Which certificate the client shows.
 #[derive(Clone, Copy)]
@@ -160,8 +160,8 @@ pub fn https_get(
 ) -> io::Result<Reply> {
     let name = ServerName::IpAddress(addr.ip().into());
     let connection = ClientConnection::new(config, name).map_err(io::Error::other)?;
-    let socket = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    socket.set_read_timeout(Some(TIMEOUT))?;
+    let socket = TcpStream::connect_timeout(&addr, timeout())?;
+    socket.set_read_timeout(Some(timeout()))?;
     let mut tls = StreamOwned::new(connection, socket);
     let authorization = basic
         .map(|(user, password)| {
@@ -201,8 +201,8 @@ pub fn https_get(
 pub fn presented_certificate(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<Vec<u8>> {
     let name = ServerName::IpAddress(addr.ip().into());
     let mut connection = ClientConnection::new(config, name).map_err(io::Error::other)?;
-    let mut socket = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    socket.set_read_timeout(Some(TIMEOUT))?;
+    let mut socket = TcpStream::connect_timeout(&addr, timeout())?;
+    socket.set_read_timeout(Some(timeout()))?;
     while connection.is_handshaking() {
         connection.complete_io(&mut socket)?;
     }

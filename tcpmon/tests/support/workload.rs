@@ -1,5 +1,6 @@
-//! Known TCP workloads and the exact transitions each must produce, from the model in
-//! shared/DESIGN.md (checked against the kernel with bpftrace on sock:inet_sock_set_state).
+//! Known TCP workloads and the exact transitions each must produce, from the handshake and
+//! teardown model in docs/METRICS.md (checked against the kernel with bpftrace on
+//! sock:inet_sock_set_state).
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read},

@@ -1,0 +1,65 @@
+//! The records the program and the agent exchange through maps: a socket's entry in the
+//! per-socket map and a tail event in the ring buffer.
+
+/// What the program remembers about one socket between its transitions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketEntry {
+    /// `bpf_ktime_get_ns()` when the socket entered `state`.
+    pub entered_ns: u64,
+    /// The process that last acted on the socket in process context (connect, listen, close,
+    /// shutdown), recorded while the tail is on; 0 if none was seen.
+    pub pid: u32,
+    /// That process's command name, NUL-padded.
+    pub comm: [u8; 16],
+    /// The state the socket entered then; a mismatch with the next `oldstate` means the entry is
+    /// stale (the socket address was reused after a CLOSE the program never saw).
+    pub state: i32,
+    /// Port slot of the socket's service port, chosen when the entry was made.
+    pub port_slot: u16,
+    /// `SIDE_CLIENT` or `SIDE_SERVER`.
+    pub side: u16,
+}
+const _: () = assert!(core::mem::size_of::<SocketEntry>() == 40);
+
+/// One transition for `tcpmon tail`, as the program writes it to [`maps::EVENTS`](crate::maps::EVENTS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TailEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the transition.
+    pub ts_ns: u64,
+    /// The socket's kernel address: identifies a connection until it reaches CLOSE.
+    pub skaddr: u64,
+    /// Time spent in `oldstate`, or [`DWELL_UNKNOWN`].
+    pub dwell_ns: u64,
+    /// Local and remote addresses: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Command name of `pid`, NUL-padded.
+    pub comm: [u8; 16],
+    /// See [`SocketEntry::pid`]; 0 if unknown.
+    pub pid: u32,
+    pub oldstate: i32,
+    pub newstate: i32,
+    /// `sk_err` when the socket reached CLOSE, else 0.
+    pub sk_err: i32,
+    /// Local and remote ports, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
+
+/// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
+pub const DWELL_UNKNOWN: u64 = u64::MAX;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both types are #[repr(C)], made only of integers, with explicit padding.
+    unsafe impl aya::Pod for crate::DwellHistogram {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::SocketEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::TailEvent {}
+}

@@ -1,0 +1,53 @@
+//! Load-time configuration, set by the agent through `EbpfLoader::override_global` before the
+//! program is loaded: the namespace filter, and offsets of kernel struct members found in the
+//! kernel's BTF. The globals live in a frozen read-only map, so the verifier knows their
+//! values as constants.
+
+/// Reads a load-time global; volatile so the compiler cannot fold the default value in.
+#[inline(always)]
+pub fn global(value: &'static u32) -> u32 {
+    // SAFETY: `value` is a valid static; the loader rewrites it before the program runs.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Inode of the only network namespace to count, or 0 to count every namespace.
+#[no_mangle]
+pub static NETNS_FILTER: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_net.net` (a `struct net *`).
+#[no_mangle]
+pub static SK_NET_OFFSET: u32 = 0;
+/// Offset of `struct net.ns.inum`.
+#[no_mangle]
+pub static NET_INUM_OFFSET: u32 = 0;
+/// Offset of `struct sock.sk_err`.
+#[no_mangle]
+pub static SK_ERR_OFFSET: u32 = 0;
+/// Offset of `struct tcp_sock.srtt_us` (smoothed RTT in 1/8 µs).
+#[no_mangle]
+pub static SRTT_OFFSET: u32 = 0;
+/// Offset of `struct sock.sk_protocol` (a `u16` since Linux 5.6).
+#[no_mangle]
+pub static SK_PROTOCOL_OFFSET: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_family`.
+#[no_mangle]
+pub static SK_FAMILY_OFFSET: u32 = 0;
+/// Offset of `struct inet_sock.inet_sport`: the local port, network byte order. Not
+/// `skc_num`, which is already 0 when a socket that had a port reaches CLOSE.
+#[no_mangle]
+pub static INET_SPORT_OFFSET: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_dport`: the remote port, network byte order.
+#[no_mangle]
+pub static SK_DPORT_OFFSET: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_num`: the local port, host byte order, a plain load
+/// (`inet_sport` takes a helper call), but only until the socket is unhashed on its way to CLOSE.
+#[no_mangle]
+pub static SK_NUM_OFFSET: u32 = 0;
+/// Offsets of the address fields, read only for tail events.
+#[no_mangle]
+pub static SK_RCV_SADDR_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SK_DADDR_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SK_V6_RCV_SADDR_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SK_V6_DADDR_OFFSET: u32 = 0;

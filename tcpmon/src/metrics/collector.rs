@@ -1,0 +1,172 @@
+//! The Prometheus collector: at scrape time it counts sockets with sock_diag, gives newly seen
+//! listening ports their label, reads the kernel's maps and builds the metric families. There
+//! is no per-event work in userspace.
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Instant,
+};
+
+use prometheus::{
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+use tcpmon_common::counter;
+
+use super::{
+    descriptors,
+    families::{self, ScrapeInput},
+    netns,
+    ports::PortTable,
+    sock_diag::{self, SocketCounts},
+};
+use crate::{
+    error::Error,
+    probe::{prog_stats, Probe},
+    tail::agent::hub::Hub,
+};
+
+/// What a scrape changes: the probe's port map, the port table, the eviction high-water mark.
+struct State {
+    probe: Probe,
+    ports: PortTable,
+    evicted: u64,
+    /// How long the previous collection took.
+    last_collect_seconds: f64,
+}
+
+pub struct ProbeCollector {
+    state: Mutex<State>,
+    /// The one namespace counted (`--netns`), or `None` for all of them.
+    netns: Option<PathBuf>,
+    /// The tail's hub, for its drop count.
+    hub: Arc<Hub>,
+    collecting: Mutex<()>,
+    /// Collections that failed (`tcpmon_scrape_errors_total`).
+    errors: AtomicU64,
+    descs: Vec<Desc>,
+}
+
+impl ProbeCollector {
+    /// Loads the port table into the program and makes a first discovery of listening ports.
+    pub fn new(
+        mut probe: Probe,
+        ports: PortTable,
+        netns: Option<PathBuf>,
+        hub: Arc<Hub>,
+    ) -> Result<ProbeCollector, Error> {
+        for (port, slot) in ports.assignments() {
+            probe.set_port_slot(port, slot)?;
+        }
+        let descs = descriptors::ALL
+            .iter()
+            .map(|family| {
+                let labels = family.labels.iter().map(|l| l.to_string()).collect();
+                Desc::new(
+                    family.name.to_string(),
+                    family.help.to_string(),
+                    labels,
+                    Default::default(),
+                )
+                .expect("metric names in descriptors::ALL are valid")
+            })
+            .collect();
+        let collector = ProbeCollector {
+            state: Mutex::new(State {
+                probe,
+                ports,
+                evicted: 0,
+                last_collect_seconds: 0.0,
+            }),
+            netns,
+            hub,
+            collecting: Mutex::new(()),
+            errors: AtomicU64::new(0),
+            descs,
+        };
+        collector.count_sockets()?;
+        Ok(collector)
+    }
+
+    /// Counts sockets in every namespace in scope, and labels newly seen listening ports.
+    fn count_sockets(&self) -> Result<SocketCounts, Error> {
+        let paths: Vec<PathBuf> = match &self.netns {
+            Some(path) => vec![path.clone()],
+            None => netns::all().into_values().collect(),
+        };
+        let per_namespace =
+            netns::in_each(paths, sock_diag::count_tcp_sockets).map_err(|cause| Error::Io {
+                what: "counting sockets with sock_diag".into(),
+                cause,
+            })?;
+        let mut total = SocketCounts::default();
+        per_namespace.iter().for_each(|counts| total.add(counts));
+
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let added = state.ports.discover(total.listening_ports.iter().copied());
+        for (port, slot) in added {
+            state.probe.set_port_slot(port, slot)?;
+        }
+        Ok(total)
+    }
+
+    fn families(&self) -> Result<Vec<MetricFamily>, Error> {
+        // One collection at a time: concurrent scrapes wait instead of each walking every
+        // namespace at once.
+        let _one_at_a_time = self.collecting.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let sockets = self.count_sockets()?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Evictions are not reported by the kernel, but every entry is inserted, deleted on
+        // CLOSE, evicted, or still present. Inserts are read before the map is counted and
+        // deletes after, so `inserts - deletes - live` never exceeds the true count; keeping
+        // the maximum makes it monotonic, and it is exact whenever no socket changes state
+        // during the scrape.
+        let inserts = state.probe.counters()?[counter::TRACKED_INSERTS as usize];
+        let tracked = state.probe.tracked_sockets()?;
+        let snapshot = state.probe.snapshot()?;
+        let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
+        let estimate = inserts.saturating_sub(deletes).saturating_sub(tracked);
+        state.evicted = state.evicted.max(estimate);
+        let program = state.probe.program_stats()?;
+        let families = families::build(&ScrapeInput {
+            snapshot: &snapshot,
+            ports: &state.ports,
+            sockets: &sockets,
+            tracked,
+            evicted: state.evicted,
+            dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),
+            tail_clients: self.hub.subscribers(),
+            program,
+            bpf_stats_enabled: prog_stats::stats_enabled(),
+            last_collect_seconds: state.last_collect_seconds,
+        });
+        state.last_collect_seconds = started.elapsed().as_secs_f64();
+        Ok(families)
+    }
+}
+
+impl Collector for ProbeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = match self.families() {
+            Ok(families) => families,
+            Err(e) => {
+                // A failed read leaves the families out; the scrape still succeeds and
+                // Prometheus shows the gap instead of stale values, and the error count.
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("tcpmon: scrape: {e}");
+                Vec::new()
+            }
+        };
+        let errors = self.errors.load(Ordering::Relaxed);
+        families.push(families::scrape_errors(errors));
+        families
+    }
+}

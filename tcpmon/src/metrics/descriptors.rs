@@ -1,0 +1,190 @@
+//! Every metric family tcpmon exports, as a named value: name, help, type and label names
+//! together, as node_exporter's typed descriptors keep them. The collector announces [`ALL`];
+//! `families::build` fills each one by name.
+use prometheus::proto::{Metric, MetricFamily, MetricType};
+
+/// One metric family's fixed parts.
+#[derive(Debug)]
+pub struct FamilyDesc {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: MetricType,
+    /// Label names, in the order every series of the family carries them.
+    pub labels: &'static [&'static str],
+}
+
+impl FamilyDesc {
+    /// The family with these series.
+    pub fn with(&self, metrics: Vec<Metric>) -> MetricFamily {
+        let mut family = MetricFamily::default();
+        family.set_name(self.name.to_string());
+        family.set_help(self.help.to_string());
+        family.set_field_type(self.kind);
+        family.set_metric(metrics);
+        family
+    }
+}
+
+pub const STATE_TRANSITIONS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_state_transitions_total",
+    help: "TCP state transitions seen on sock:inet_sock_set_state.",
+    kind: MetricType::COUNTER,
+    labels: &["family", "old_state", "new_state"],
+};
+
+pub const STATE_DURATION: FamilyDesc = FamilyDesc {
+    name: "tcpmon_state_duration_seconds",
+    help: "Time sockets spent in a TCP state before leaving it (ESTABLISHED: connection lifetime).",
+    kind: MetricType::HISTOGRAM,
+    labels: &["state"],
+};
+
+pub const STATE_DURATION_UNMEASURED: FamilyDesc = FamilyDesc {
+    name: "tcpmon_state_duration_unmeasured_total",
+    help: "Transitions whose time in the old state could not be measured: the socket predates the agent or was evicted (untracked), or its entry was stale after address reuse (stale_entry).",
+    kind: MetricType::COUNTER,
+    labels: &["reason"],
+};
+
+pub const HANDSHAKES: FamilyDesc = FamilyDesc {
+    name: "tcpmon_handshakes_total",
+    help: "Three-way handshakes by outcome: client established, refused (RST), timeout, unreachable (ICMP), aborted (closed by the application); server established, reset.",
+    kind: MetricType::COUNTER,
+    labels: &["side", "result", "port"],
+};
+
+pub const HANDSHAKE_DURATION: FamilyDesc = FamilyDesc {
+    name: "tcpmon_handshake_duration_seconds",
+    help: "Handshake time of established connections: client from SYN sent to ESTABLISHED, server from SYN-ACK sent to the final ACK.",
+    kind: MetricType::HISTOGRAM,
+    labels: &["side", "port"],
+};
+
+pub const HANDSHAKE_DURATION_UNMEASURED: FamilyDesc = FamilyDesc {
+    name: "tcpmon_handshake_duration_unmeasured_total",
+    help: "Established handshakes with no time recorded (client: connect began before the agent; server: SYN-ACK retransmitted or SYN cookie).",
+    kind: MetricType::COUNTER,
+    labels: &["side"],
+};
+
+pub const TEARDOWNS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_teardowns_total",
+    help: "Connections ended, by who closed first (local, remote, simultaneous) and how (fin: the four-way teardown; reset: anything else).",
+    kind: MetricType::COUNTER,
+    labels: &["initiator", "kind", "port"],
+};
+
+pub const SOCKETS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_sockets",
+    help: "TCP sockets now in each state, TIME_WAIT included, as sock_diag (ss) reports them.",
+    kind: MetricType::GAUGE,
+    labels: &["state"],
+};
+
+pub const TRACKED_SOCKETS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_tracked_sockets",
+    help: "Sockets in the eBPF per-socket map now.",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+
+pub const TRACKED_SOCKETS_EVICTED: FamilyDesc = FamilyDesc {
+    name: "tcpmon_tracked_sockets_evicted_total",
+    help: "Per-socket map entries evicted before their socket closed (map full, or a CLOSE never seen).",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+pub const BUILD_INFO: FamilyDesc = FamilyDesc {
+    name: "tcpmon_build_info",
+    help: "tcpmon build information; value 1.",
+    kind: MetricType::GAUGE,
+    labels: &["version"],
+};
+
+pub const EVENTS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_events_total",
+    help: "Tail events the eBPF program wrote to its ring buffer (only while a tail client is connected).",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+pub const EVENTS_DROPPED: FamilyDesc = FamilyDesc {
+    name: "tcpmon_events_dropped_total",
+    help: "Tail events lost: ringbuf_full (the kernel's ring buffer was full), client_slow (a tail client's queue was full).",
+    kind: MetricType::COUNTER,
+    labels: &["reason"],
+};
+
+pub const TAIL_CLIENTS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_tail_clients",
+    help: "tcpmon tail clients connected now.",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+
+pub const PROGRAM_RUNS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_bpf_program_runs_total",
+    help: "Runs of the eBPF program, counted by the kernel only while kernel.bpf_stats_enabled is 1 (see tcpmon_bpf_stats_enabled).",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+pub const PROGRAM_RUN_SECONDS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_bpf_program_run_seconds_total",
+    help: "Time spent in the eBPF program, counted by the kernel only while kernel.bpf_stats_enabled is 1.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+pub const PROGRAM_MISSED_RUNS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_bpf_program_missed_runs_total",
+    help: "Transitions the kernel did not run the program for because the run would have nested in its own run on that CPU (recursion misses): transitions tcpmon did not count.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+pub const BPF_STATS_ENABLED: FamilyDesc = FamilyDesc {
+    name: "tcpmon_bpf_stats_enabled",
+    help: "1 while kernel.bpf_stats_enabled is on and the program's run count and time are being counted; 0 otherwise.",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+
+pub const SCRAPE_COLLECT_DURATION: FamilyDesc = FamilyDesc {
+    name: "tcpmon_scrape_collect_duration_seconds",
+    help: "How long the previous scrape took to read the kernel maps and count sockets.",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+
+pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_scrape_errors_total",
+    help: "Scrapes that could not read the kernel's maps or count sockets; such a scrape shows only this family and the process metrics, and the agent prints the error on stderr.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+/// Every family, in exposition order.
+pub const ALL: [&FamilyDesc; 20] = [
+    &STATE_TRANSITIONS,
+    &STATE_DURATION,
+    &STATE_DURATION_UNMEASURED,
+    &HANDSHAKES,
+    &HANDSHAKE_DURATION,
+    &HANDSHAKE_DURATION_UNMEASURED,
+    &TEARDOWNS,
+    &SOCKETS,
+    &TRACKED_SOCKETS,
+    &TRACKED_SOCKETS_EVICTED,
+    &BUILD_INFO,
+    &EVENTS,
+    &EVENTS_DROPPED,
+    &TAIL_CLIENTS,
+    &PROGRAM_RUNS,
+    &PROGRAM_RUN_SECONDS,
+    &PROGRAM_MISSED_RUNS,
+    &BPF_STATS_ENABLED,
+    &SCRAPE_COLLECT_DURATION,
+    &SCRAPE_ERRORS,
+];

@@ -1,0 +1,235 @@
+//! Turning one read of the kernel maps (and the socket counts) into Prometheus metric families.
+//! Pure functions, tested without root against hand-made snapshots.
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily};
+use tcpmon_common::{counter, handshake, side, teardown, FAMILY_SLOTS};
+
+use super::{descriptors as family, histogram, ports::PortTable, sock_diag::SocketCounts};
+use crate::{
+    probe::{prog_stats::ProgramStats, Snapshot},
+    state::{TcpState, FAMILY_LABELS},
+};
+
+/// (side, result) label values by `HANDSHAKE_*` index.
+const HANDSHAKE_LABELS: [(&str, &str); handshake::RESULTS as usize] = [
+    ("client", "established"),
+    ("client", "refused"),
+    ("client", "timeout"),
+    ("client", "unreachable"),
+    ("client", "aborted"),
+    ("server", "established"),
+    ("server", "reset"),
+];
+const SIDE_LABELS: [&str; side::SLOTS as usize] = ["client", "server"];
+const INITIATOR_LABELS: [&str; teardown::INITIATORS as usize] = ["local", "remote", "simultaneous"];
+const KIND_LABELS: [&str; teardown::KINDS as usize] = ["fin", "reset"];
+
+/// What one scrape reads, besides the kernel maps.
+pub struct ScrapeInput<'a> {
+    pub snapshot: &'a Snapshot,
+    pub ports: &'a PortTable,
+    pub sockets: &'a SocketCounts,
+    pub tracked: u64,
+    pub evicted: u64,
+    /// Tail events dropped in userspace because a client was slow.
+    pub dropped_slow: u64,
+    pub tail_clients: usize,
+    pub program: ProgramStats,
+    pub bpf_stats_enabled: bool,
+    pub last_collect_seconds: f64,
+}
+
+/// The families of one scrape; a family with no series yet is left out (the text format has
+/// no way to show an empty one).
+pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
+    let s = input.snapshot;
+    let p = input.program;
+    let c = |slot: u32| s.counters[slot as usize] as f64;
+    let all = vec![
+        family::STATE_TRANSITIONS.with(transitions(s)),
+        family::STATE_DURATION.with(state_durations(s)),
+        family::STATE_DURATION_UNMEASURED.with(vec![
+            counter(&[("reason", "untracked")], c(counter::UNTRACKED)),
+            counter(&[("reason", "stale_entry")], c(counter::STALE_ENTRIES)),
+        ]),
+        family::HANDSHAKES.with(handshakes(s, input.ports)),
+        family::HANDSHAKE_DURATION.with(handshake_durations(s, input.ports)),
+        family::HANDSHAKE_DURATION_UNMEASURED.with(vec![
+            counter(&[("side", "client")], c(counter::CLIENT_HANDSHAKE_UNTIMED)),
+            counter(&[("side", "server")], c(counter::SERVER_HANDSHAKE_UNTIMED)),
+        ]),
+        family::TEARDOWNS.with(teardowns(s, input.ports)),
+        family::SOCKETS.with(sockets(input.sockets)),
+        family::TRACKED_SOCKETS.with(vec![gauge(&[], input.tracked as f64)]),
+        family::TRACKED_SOCKETS_EVICTED.with(vec![counter(&[], input.evicted as f64)]),
+        family::BUILD_INFO.with(vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)]),
+        family::EVENTS.with(vec![counter(&[], c(counter::EVENTS))]),
+        family::EVENTS_DROPPED.with(vec![
+            counter(&[("reason", "ringbuf_full")], c(counter::EVENTS_DROPPED)),
+            counter(&[("reason", "client_slow")], input.dropped_slow as f64),
+        ]),
+        family::TAIL_CLIENTS.with(vec![gauge(&[], input.tail_clients as f64)]),
+        family::PROGRAM_RUNS.with(vec![counter(&[], p.run_count as f64)]),
+        family::PROGRAM_RUN_SECONDS.with(vec![counter(&[], p.run_time_ns as f64 / 1e9)]),
+        // Absent, not 0, where the kernel does not count them (before Linux 5.12).
+        family::PROGRAM_MISSED_RUNS.with(
+            p.recursion_misses
+                .map(|misses| vec![counter(&[], misses as f64)])
+                .unwrap_or_default(),
+        ),
+        family::BPF_STATS_ENABLED.with(vec![gauge(
+            &[],
+            f64::from(u8::from(input.bpf_stats_enabled)),
+        )]),
+        family::SCRAPE_COLLECT_DURATION.with(vec![gauge(&[], input.last_collect_seconds)]),
+    ];
+    all.into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
+}
+
+/// `tcpmon_scrape_errors_total`: the collector's own count, present in every scrape.
+pub fn scrape_errors(count: u64) -> MetricFamily {
+    family::SCRAPE_ERRORS.with(vec![counter(&[], count as f64)])
+}
+
+/// Counters for every transition seen at least once.
+fn transitions(s: &Snapshot) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for family_slot in 0..FAMILY_SLOTS {
+        for old in TcpState::ALL {
+            for new in TcpState::ALL {
+                let index = tcpmon_common::transition_index(family_slot, old as u32, new as u32);
+                let value = index.map_or(0, |i| s.transitions[i as usize]);
+                if value > 0 {
+                    let labels = [
+                        ("family", FAMILY_LABELS[family_slot as usize]),
+                        ("old_state", old.name()),
+                        ("new_state", new.name()),
+                    ];
+                    metrics.push(counter(&labels, value as f64));
+                }
+            }
+        }
+    }
+    metrics
+}
+
+/// A full-resolution histogram for every state some socket has left.
+fn state_durations(s: &Snapshot) -> Vec<Metric> {
+    TcpState::ALL
+        .into_iter()
+        .filter(|state| histogram::count(&s.dwell[*state as usize]) > 0)
+        .map(|state| {
+            let mut metric = Metric::from_label(labels(&[("state", state.name())]));
+            metric.set_histogram(histogram::to_proto(&s.dwell[state as usize]));
+            metric
+        })
+        .collect()
+}
+
+fn handshakes(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for slot in ports.slots() {
+        for (result, (side, name)) in (0..).zip(HANDSHAKE_LABELS) {
+            let value = handshake::index(slot, result).map_or(0, |i| s.handshakes[i as usize]);
+            if value > 0 {
+                let labels = [
+                    ("side", side),
+                    ("result", name),
+                    ("port", ports.label(slot)),
+                ];
+                metrics.push(counter(&labels, value as f64));
+            }
+        }
+    }
+    metrics
+}
+
+/// Per-port handshake histograms list every other bound (4^k µs) to keep the series count
+/// per port low; the counts at those bounds are exact.
+fn handshake_durations(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for slot in ports.slots() {
+        for (side, side_name) in (0..).zip(SIDE_LABELS) {
+            let Some(index) = handshake::duration_index(slot, side) else {
+                continue;
+            };
+            let h = &s.handshake_duration[index as usize];
+            if histogram::count(h) > 0 {
+                let pairs = [("side", side_name), ("port", ports.label(slot))];
+                let mut metric = Metric::from_label(labels(&pairs));
+                metric.set_histogram(histogram::to_proto_every(h, 2));
+                metrics.push(metric);
+            }
+        }
+    }
+    metrics
+}
+
+fn teardowns(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for slot in ports.slots() {
+        for (initiator, initiator_name) in (0..).zip(INITIATOR_LABELS) {
+            for (kind, kind_name) in (0..).zip(KIND_LABELS) {
+                let index = teardown::index(slot, initiator, kind);
+                let value = index.map_or(0, |i| s.teardowns[i as usize]);
+                if value > 0 {
+                    let pairs = [
+                        ("initiator", initiator_name),
+                        ("kind", kind_name),
+                        ("port", ports.label(slot)),
+                    ];
+                    metrics.push(counter(&pairs, value as f64));
+                }
+            }
+        }
+    }
+    metrics
+}
+
+/// Every state but NEW_SYN_RECV (request sockets), which counts as SYN_RECV, as `ss` shows it.
+fn sockets(counts: &SocketCounts) -> Vec<Metric> {
+    TcpState::ALL
+        .into_iter()
+        .filter(|state| *state != TcpState::NewSynRecv)
+        .map(|state| {
+            let mut n = counts.by_state[state as usize];
+            if state == TcpState::SynRecv {
+                n += counts.by_state[TcpState::NewSynRecv as usize];
+            }
+            gauge(&[("state", state.name())], n as f64)
+        })
+        .collect()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect()
+}
+
+fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value);
+    let mut metric = Metric::from_label(labels(pairs));
+    metric.set_counter(c);
+    metric
+}
+
+fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut metric = Metric::from_label(labels(pairs));
+    metric.set_gauge(g);
+    metric
+}
+
+#[cfg(test)]
+#[path = "families_tests.rs"]
+mod tests;

@@ -1,0 +1,10 @@
+//! Scrape time: what `/metrics` shows. The collector reads the kernel's aggregate maps (through
+//! the probe) and counts sockets with sock_diag in every network namespace, and `families`
+//! turns one such read into Prometheus metric families. Nothing here runs per event.
+pub mod collector;
+pub mod descriptors;
+pub mod families;
+pub mod histogram;
+pub mod netns;
+pub mod ports;
+pub mod sock_diag;

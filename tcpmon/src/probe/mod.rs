@@ -1,0 +1,339 @@
+//! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
+pub mod btf;
+pub mod kernel_features;
+pub mod map_batch;
+pub mod pin;
+pub mod prog_stats;
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+};
+
+use aya::{
+    maps::{Array, HashMap, Map, MapData, RingBuf},
+    programs::BtfTracePoint,
+    Btf as AyaBtf, Ebpf, EbpfLoader,
+};
+use tcpmon_common::{
+    counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, PROGRAM_NAME,
+    TRANSITION_SLOTS,
+};
+
+use self::{
+    btf::{Btf, VMLINUX_BTF},
+    prog_stats::ProgramStats,
+};
+use crate::{error::Error, metrics::histogram};
+
+/// The tracepoint the program attaches to, and the typedef the kernel's BTF declares for it.
+pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
+const TRACEPOINT_TYPEDEF: &str = "btf_trace_inet_sock_set_state";
+
+/// The eBPF object built by `build.rs`, embedded so the agent is one file.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpmon"));
+
+/// Kernel struct offsets the program needs, read from BTF, and one property of the kernel that
+/// its BTF reveals.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelOffsets {
+    /// The kernel silently skips BPF tracing programs while a thread of PID 1 is the current
+    /// task, unless PID 1 loaded them (the sandbox kernels tcpmon is developed on patch
+    /// `__bpf_trace_run` this way; their `struct bpf_prog_aux` has an `init_owned` member that
+    /// mainline lacks). Transitions the kernel makes in an interrupt that lands on PID 1 are
+    /// then neither counted nor reported as skipped runs.
+    pub skips_runs_under_init: bool,
+    /// `struct sock.__sk_common.skc_net.net`
+    pub sk_net: u32,
+    /// `struct net.ns.inum`
+    pub net_inum: u32,
+    /// `struct sock.sk_err`
+    pub sk_err: u32,
+    /// `struct tcp_sock.srtt_us`
+    pub srtt: u32,
+    /// `struct sock.sk_protocol`
+    pub sk_protocol: u32,
+    /// `struct sock.__sk_common.skc_family`
+    pub sk_family: u32,
+    /// `struct inet_sock.inet_sport`
+    pub inet_sport: u32,
+    /// `struct sock.__sk_common.skc_dport`
+    pub sk_dport: u32,
+    /// `struct sock.__sk_common.skc_num`
+    pub sk_num: u32,
+    /// `struct sock.__sk_common.skc_rcv_saddr`
+    pub sk_rcv_saddr: u32,
+    /// `struct sock.__sk_common.skc_daddr`
+    pub sk_daddr: u32,
+    /// `struct sock.__sk_common.skc_v6_rcv_saddr`
+    pub sk_v6_rcv_saddr: u32,
+    /// `struct sock.__sk_common.skc_v6_daddr`
+    pub sk_v6_daddr: u32,
+}
+
+impl KernelOffsets {
+    pub fn from_vmlinux() -> Result<KernelOffsets, Error> {
+        let data = std::fs::read(VMLINUX_BTF).map_err(|cause| Error::BtfMissing {
+            path: VMLINUX_BTF,
+            cause,
+        })?;
+        let layout = |reason| Error::BtfLayout {
+            path: VMLINUX_BTF,
+            reason,
+        };
+        let btf = Btf::parse(&data).map_err(layout)?;
+        if !btf.has_typedef(TRACEPOINT_TYPEDEF) {
+            return Err(Error::TracepointMissing {
+                path: VMLINUX_BTF,
+                typedef: TRACEPOINT_TYPEDEF,
+            });
+        }
+        let common = |member| {
+            btf.member_offset("sock", &["__sk_common", member])
+                .map_err(layout)
+        };
+        Ok(KernelOffsets {
+            skips_runs_under_init: btf.member_offset("bpf_prog_aux", &["init_owned"]).is_ok(),
+            sk_net: btf
+                .member_offset("sock", &["__sk_common", "skc_net", "net"])
+                .map_err(layout)?,
+            net_inum: btf.member_offset("net", &["ns", "inum"]).map_err(layout)?,
+            sk_err: btf.member_offset("sock", &["sk_err"]).map_err(layout)?,
+            srtt: btf
+                .member_offset("tcp_sock", &["srtt_us"])
+                .map_err(layout)?,
+            sk_protocol: btf
+                .member_offset("sock", &["sk_protocol"])
+                .map_err(layout)?,
+            sk_family: common("skc_family")?,
+            inet_sport: btf
+                .member_offset("inet_sock", &["inet_sport"])
+                .map_err(layout)?,
+            sk_dport: common("skc_dport")?,
+            sk_num: common("skc_num")?,
+            sk_rcv_saddr: common("skc_rcv_saddr")?,
+            sk_daddr: common("skc_daddr")?,
+            sk_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+            sk_v6_daddr: common("skc_v6_daddr")?,
+        })
+    }
+}
+
+/// Everything the program is configured with at load time.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub offsets: KernelOffsets,
+    /// Inode of the only network namespace to count; `None` counts all of them.
+    pub netns: Option<u32>,
+    /// Capacity of the per-socket map.
+    pub max_tracked_sockets: u32,
+    /// Where each map kept across restarts is pinned (`--pin`); empty pins nothing.
+    pub pins: Vec<(&'static str, PathBuf)>,
+}
+
+/// The loaded and attached program. Dropping it detaches and unloads everything.
+pub struct Probe {
+    ebpf: Ebpf,
+    program_id: u32,
+}
+
+/// One read of every aggregate map, summed over CPUs.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Indexed by `tcpmon_common::transition_index`.
+    pub transitions: Vec<u64>,
+    /// Indexed by raw TCP state.
+    pub dwell: Vec<DwellHistogram>,
+    /// Indexed by the `COUNTER_*` constants.
+    pub counters: Vec<u64>,
+    /// Indexed by `tcpmon_common::handshake::index`.
+    pub handshakes: Vec<u64>,
+    /// Indexed by `tcpmon_common::handshake::duration_index`.
+    pub handshake_duration: Vec<DwellHistogram>,
+    /// Indexed by `tcpmon_common::teardown::index`.
+    pub teardowns: Vec<u64>,
+}
+
+impl Probe {
+    pub fn load(config: &ProbeConfig) -> Result<Probe, Error> {
+        kernel_features::require()?;
+        let o = &config.offsets;
+        let netns = config.netns.unwrap_or(0);
+        // The kernel's BTF, parsed once (it costs ~14 MB of peak memory per parse): the loader
+        // parses its own copy in `new()`, which is dropped before this one is made and shared
+        // by the loader and the attachment.
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        let btf = AyaBtf::from_sys_fs().map_err(|e| Error::Load(format!("kernel BTF: {e:#}")))?;
+        loader.btf(Some(&btf));
+        for (name, path) in &config.pins {
+            // Reuses the map pinned there, or creates it and pins it there.
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .override_global("NETNS_FILTER", &netns, true)
+            .override_global("SK_NET_OFFSET", &o.sk_net, true)
+            .override_global("NET_INUM_OFFSET", &o.net_inum, true)
+            .override_global("SK_ERR_OFFSET", &o.sk_err, true)
+            .override_global("SRTT_OFFSET", &o.srtt, true)
+            .override_global("SK_PROTOCOL_OFFSET", &o.sk_protocol, true)
+            .override_global("SK_FAMILY_OFFSET", &o.sk_family, true)
+            .override_global("INET_SPORT_OFFSET", &o.inet_sport, true)
+            .override_global("SK_DPORT_OFFSET", &o.sk_dport, true)
+            .override_global("SK_NUM_OFFSET", &o.sk_num, true)
+            .override_global("SK_RCV_SADDR_OFFSET", &o.sk_rcv_saddr, true)
+            .override_global("SK_DADDR_OFFSET", &o.sk_daddr, true)
+            .override_global("SK_V6_RCV_SADDR_OFFSET", &o.sk_v6_rcv_saddr, true)
+            .override_global("SK_V6_DADDR_OFFSET", &o.sk_v6_daddr, true)
+            .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
+            .load(OBJECT)
+            .map_err(|e| Error::Load(format!("{e:#}")))?;
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| Error::Load(format!("program {PROGRAM_NAME} missing from object")))?
+            .try_into()
+            .map_err(|e| Error::Load(format!("{e:#}")))?;
+        program
+            .load(TRACEPOINT_NAME, &btf)
+            .map_err(|e| Error::Load(format!("verifier: {e:#}")))?;
+        drop(btf);
+        program
+            .attach()
+            .map_err(|e| Error::Load(format!("attach: {e:#}")))?;
+        let program_id = program
+            .info()
+            .map_err(|e| Error::Load(format!("program info: {e:#}")))?
+            .id();
+        Ok(Probe { ebpf, program_id })
+    }
+
+    /// Run count, run time and recursion misses of the attached program.
+    pub fn program_stats(&self) -> Result<ProgramStats, Error> {
+        let stats_error = |cause: String| Error::ProgramStats { cause };
+        let program: &BtfTracePoint = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| stats_error(format!("program {PROGRAM_NAME} missing")))?
+            .try_into()
+            .map_err(|e| stats_error(format!("{e:#}")))?;
+        let fd = program
+            .fd()
+            .map_err(|e| stats_error(format!("program fd: {e:#}")))?;
+        prog_stats::read(&fd.as_fd().as_raw_fd()).map_err(|e| stats_error(e.to_string()))
+    }
+
+    /// The kernel's id for the attached program (as `bpftool prog show` lists it).
+    pub fn program_id(&self) -> u32 {
+        self.program_id
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, Error> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| map_error(name, "find", "missing from the eBPF object"))
+    }
+
+    fn map_data(&self, name: &'static str) -> Result<&MapData, Error> {
+        match self.map(name)? {
+            Map::PerCpuArray(data) | Map::LruHashMap(data) | Map::HashMap(data) => Ok(data),
+            _ => Err(map_error(name, "find", "it has an unexpected type")),
+        }
+    }
+
+    fn read_error(name: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |cause| map_error(name, "read", cause)
+    }
+
+    fn counters_of(&self, name: &'static str, slots: u32) -> Result<Vec<u64>, Error> {
+        let per_cpu = map_batch::per_cpu_array::<u64>(self.map_data(name)?, slots)
+            .map_err(Self::read_error(name))?;
+        Ok(per_cpu.iter().map(|v| v.iter().sum()).collect())
+    }
+
+    fn histograms_of(&self, name: &'static str, slots: u32) -> Result<Vec<DwellHistogram>, Error> {
+        let per_cpu = map_batch::per_cpu_array::<DwellHistogram>(self.map_data(name)?, slots)
+            .map_err(Self::read_error(name))?;
+        Ok(per_cpu
+            .iter()
+            .map(|cpus| {
+                let mut total = histogram::empty();
+                cpus.iter().for_each(|h| histogram::merge(&mut total, h));
+                total
+            })
+            .collect())
+    }
+
+    /// The bookkeeping counters alone, indexed by the `COUNTER_*` constants.
+    pub fn counters(&self) -> Result<Vec<u64>, Error> {
+        self.counters_of(maps::COUNTERS, counter::SLOTS)
+    }
+
+    /// Reads the aggregate maps, one batch syscall each. Values are summed over CPUs.
+    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+        Ok(Snapshot {
+            transitions: self.counters_of(maps::TRANSITIONS, TRANSITION_SLOTS)?,
+            dwell: self.histograms_of(maps::DWELL, tcp_state::SLOTS)?,
+            counters: self.counters()?,
+            handshakes: self.counters_of(maps::HANDSHAKES, handshake::SLOTS)?,
+            handshake_duration: self
+                .histograms_of(maps::HANDSHAKE_DURATION, handshake::DURATION_SLOTS)?,
+            teardowns: self.counters_of(maps::TEARDOWNS, teardown::SLOTS)?,
+        })
+    }
+
+    /// Entries now in the per-socket map.
+    pub fn tracked_sockets(&self) -> Result<u64, Error> {
+        let data = self.map_data(maps::SOCKETS)?;
+        map_batch::count_entries(data, size_of::<u64>(), size_of::<SocketEntry>())
+            .map_err(Self::read_error(maps::SOCKETS))
+    }
+
+    /// Takes the tail's maps out of the probe: the ring buffer of events and the switch that
+    /// turns it on. Call once, before the probe is shared.
+    pub fn take_tail_maps(&mut self) -> Result<(RingBuf<MapData>, Array<MapData, u32>), Error> {
+        let mut take = |name: &'static str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or_else(|| map_error(name, "find", "missing from the eBPF object"))
+        };
+        let events = take(maps::EVENTS)?;
+        let switch = take(maps::TAIL_SWITCH)?;
+        Ok((
+            RingBuf::try_from(events).map_err(|e| map_error(maps::EVENTS, "open", e))?,
+            Array::try_from(switch).map_err(|e| map_error(maps::TAIL_SWITCH, "open", e))?,
+        ))
+    }
+
+    /// The (port, slot) assignments in the kernel's port table: empty for a new table, those
+    /// of the previous agent for a pinned one.
+    pub fn port_slots(&self) -> Result<Vec<(u16, u32)>, Error> {
+        let ports: HashMap<&MapData, u16, u32> = HashMap::try_from(self.map(maps::PORTS)?)
+            .map_err(|e| map_error(maps::PORTS, "open", e))?;
+        ports
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| map_error(maps::PORTS, "read", e))
+    }
+
+    /// Gives `port` its own label value: the program counts it in `slot` from now on.
+    pub fn set_port_slot(&mut self, port: u16, slot: u32) -> Result<(), Error> {
+        let map = self
+            .ebpf
+            .map_mut(maps::PORTS)
+            .ok_or_else(|| map_error(maps::PORTS, "find", "missing from the eBPF object"))?;
+        let mut ports: HashMap<&mut MapData, u16, u32> =
+            HashMap::try_from(map).map_err(|e| map_error(maps::PORTS, "open", e))?;
+        ports
+            .insert(port, slot, 0)
+            .map_err(|e| map_error(maps::PORTS, "write", e))
+    }
+}
+
+/// A failed operation on one of the program's maps, named.
+fn map_error(map: &'static str, op: &'static str, cause: impl std::fmt::Display) -> Error {
+    Error::Map {
+        map,
+        op,
+        cause: format!("{cause:#}"),
+    }
+}

@@ -1,0 +1,165 @@
+//! The agent's tail socket: a Unix stream socket, 0600 and owned by root, where each
+//! `tcpmon tail` sends its filter as one JSON line and then reads events as JSON lines.
+use std::{
+    fs,
+    io::{self, ErrorKind},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter},
+    net::{UnixListener, UnixStream},
+};
+
+use super::{
+    hub::{Hub, Subscription},
+    wire,
+};
+use crate::error::Error;
+use crate::tail::{
+    event::{json_line, Message},
+    filter::Filter,
+};
+
+pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
+/// The longest request line accepted, and how long a client may take to send it.
+const MAX_REQUEST: u64 = 64 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const LOST_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes of formatted lines a client's task gathers before writing them.
+const WRITE_CHUNK: usize = 32 * 1024;
+/// Tail clients served at once. Each stalled client holds up to `hub::QUEUE` references to
+/// shared events (128 KiB); the cap bounds that, and an incident needs a handful of clients.
+pub const MAX_CLIENTS: usize = 64;
+
+/// Binds the socket with mode 0600, replacing a stale one left by an agent that died.
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
+    let error = |cause: io::Error| Error::TailSocket {
+        path: path.display().to_string(),
+        cause,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(error)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(error(io::Error::new(
+            ErrorKind::AddrInUse,
+            "another agent is serving it",
+        )));
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(error(e)),
+        _ => {}
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(error)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
+    Ok(listener)
+}
+
+/// Removes the socket file when the agent stops.
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Accepts tail clients until the task is dropped.
+pub async fn serve(listener: UnixListener, hub: Arc<Hub>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let hub = Arc::clone(&hub);
+                tokio::spawn(async move {
+                    let _ = client(stream, hub).await;
+                });
+            }
+            Err(e) => {
+                eprintln!("tcpmon: tail socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
+    let (read, write) = stream.into_split();
+    let mut write = BufWriter::new(write);
+    let mut read = BufReader::new(read.take(MAX_REQUEST));
+    let mut request = String::new();
+    let got = tokio::time::timeout(REQUEST_TIMEOUT, read.read_line(&mut request)).await;
+    let filter = match got {
+        Ok(Ok(_)) => serde_json::from_str::<Filter>(&request).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no request within 5 seconds".to_string()),
+    };
+    let filter = match filter {
+        Ok(_) if hub.subscribers() >= MAX_CLIENTS => Err(format!(
+            "too many tail clients ({MAX_CLIENTS} connected): close one and retry"
+        )),
+        other => other.map_err(|message| format!("bad request: {message}")),
+    };
+    let filter = match filter {
+        Ok(filter) => filter,
+        Err(message) => {
+            let line = json_line(&Message::Error { message });
+            write.write_all(format!("{line}\n").as_bytes()).await?;
+            return write.flush().await;
+        }
+    };
+    let mut subscription = hub.subscribe(filter);
+    let mut eof = [0u8; 1];
+    let mut read = read.into_inner().into_inner();
+    // Losses are reported before the next event, and at least every second: the last ones may
+    // have no event after them.
+    let mut tick = tokio::time::interval(LOST_REPORT_INTERVAL);
+    let mut lines = Vec::new();
+    loop {
+        tokio::select! {
+            batch = subscription.next() => {
+                let Some(batch) = batch else { return Ok(()) };
+                report_lost(&mut write, &subscription).await?;
+                // Lines are formatted into one buffer and written a chunk at a time: no
+                // allocation or write call per event, and a client that stopped reading holds
+                // one chunk, not a formatted batch.
+                let offset = subscription.realtime_offset_ns();
+                for record in batch.iter() {
+                    wire::write_line(record, offset, &mut lines);
+                    if lines.len() >= WRITE_CHUNK {
+                        write.write_all(&lines).await?;
+                        lines.clear();
+                    }
+                }
+                drop(batch);
+                write.write_all(&lines).await?;
+                lines.clear();
+                if subscription.is_empty() {
+                    write.flush().await?;
+                }
+            }
+            _ = tick.tick() => {
+                report_lost(&mut write, &subscription).await?;
+                write.flush().await?;
+            }
+            // The client sends nothing after its request: any read result means it is gone.
+            _ = read.read(&mut eof) => return Ok(()),
+        }
+    }
+}
+
+async fn report_lost(
+    write: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    subscription: &Subscription,
+) -> io::Result<()> {
+    let missed = subscription.take_missed();
+    if missed > 0 {
+        let lost = json_line(&Message::Lost { count: missed });
+        write.write_all(format!("{lost}\n").as_bytes()).await?;
+    }
+    Ok(())
+}

@@ -90,7 +90,7 @@ proptest! {
         }
     }
 
-    /// The agent writes NDJSON straight from the record (tail/wire.rs): byte for byte the
+    /// The agent writes NDJSON straight from the record (tail/agent/wire.rs): byte for byte the
     /// serialized decoded event, for any record and clock offset; the filters agree too.
     #[test]
     fn the_agents_wire_lines_are_the_serialized_events(

@@ -1,4 +1,4 @@
-//! `cargo xtask soak --minutes N`: the soak test (`tcpmon/tests/soak.rs`) for as long as a
+//! `cargo xtask soak --minutes N`: the soak test (`tcpmon/tests/integration/soak.rs`) for as long as a
 //! human wants to watch it, printing its progress every minute and its summary at the end.
 //! CI runs the same test for two minutes as part of `cargo xtask test`.
 use std::process::Command;
@@ -22,13 +22,14 @@ pub fn run(minutes: u64) -> anyhow::Result<()> {
             "--package",
             "tcpmon",
             "--test",
-            "soak",
+            "integration",
             "--",
+            "soak::",
             "--nocapture",
         ])
         .env("TCPMON_SOAK_SECONDS", seconds.to_string())
         .status()
-        .context("running cargo test --test soak")?;
+        .context("running cargo test --test integration -- soak::")?;
     if !status.success() {
         bail!("the soak failed ({status})");
     }

@@ -1,7 +1,7 @@
 //! A tail event as users see it: decoded from the kernel's `TailEvent`, sent to `tcpmon tail`
 //! as one JSON object per line, and printed by the output formats.
 //!
-//! The JSON field names are an interface (documented in the README): add fields, never rename.
+//! The JSON field names are an interface (documented in docs/TAIL.md): add fields, never rename.
 use std::{
     borrow::Cow,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},

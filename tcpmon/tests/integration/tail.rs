@@ -1,5 +1,4 @@
 //! `tcpmon tail` end to end: real agents, real tail processes, real traffic in a namespace.
-mod support;
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
+use crate::support::{
     assert_exact_in, require_root, scrape_until, timeout,
     workload::{self, Close, Expected, SERVICE_PORT},
     Agent, NetNs, TCPMON,

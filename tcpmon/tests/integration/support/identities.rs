@@ -106,17 +106,3 @@ pub fn dwell_above(scrape: &Scrape, limit: f64) -> Option<BTreeMap<String, u64>>
     }
     Some(above)
 }
-
-/// Sum of |observed - expected| over every series of both maps.
-pub fn error(observed: &BTreeMap<Labels, u64>, expected: &BTreeMap<Labels, u64>) -> u64 {
-    observed
-        .keys()
-        .chain(expected.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|k| {
-            let (o, e) = (observed.get(k), expected.get(k));
-            o.copied().unwrap_or(0).abs_diff(e.copied().unwrap_or(0))
-        })
-        .sum()
-}

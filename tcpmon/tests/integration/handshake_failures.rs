@@ -1,10 +1,9 @@
 //! Handshakes that do not complete: SYNs nobody answers (timeout) and connects the application
 //! gives up on (aborted). Refused connects are in agent_metrics.rs.
-mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use support::{
+use crate::support::{
     assert_exact_in, require_root,
     workload::{self, Expected, FullListener, SERVICE_PORT},
     Agent, NetNs,

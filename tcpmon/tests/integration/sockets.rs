@@ -1,13 +1,14 @@
 //! `tcpmon_sockets{state}` against `ss`, and a CLOSE_WAIT leak made on purpose: K sockets whose
 //! peer closed and whose application holds them open.
-mod support;
 
 use std::{
     net::{TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
-use support::{hidden::HiddenTransitions, require_root, scrape_until, ss_counts, Agent, NetNs};
+use crate::support::{
+    hidden::HiddenTransitions, require_root, scrape_until, ss_counts, Agent, NetNs,
+};
 
 const K: u64 = 20;
 const HOLD: Duration = Duration::from_millis(1200);
@@ -137,13 +138,14 @@ fn thousands_of_open_sockets_are_all_tracked_and_none_evicted() {
     // Closing thousands of sockets at once can lose transitions in the kernel: a timer
     // interrupt that lands while the program runs for one close() runs its softirq (a batch of
     // delayed ACKs) inside it, and the kernel skips the program there (recursion), or the
-    // interrupt lands on PID 1 on a kernel that hides that from BPF (`support::hidden`).
+    // interrupt lands on PID 1 on a kernel that hides that from BPF (`crate::support::hidden`).
     // Every entry left behind must be explained by a transition kept from the program.
-    let settled =
-        |s: &support::Scrape| s.get("tcpmon_tracked_sockets") as u64 <= support::unseen(s, &hidden);
+    let settled = |s: &crate::support::Scrape| {
+        s.get("tcpmon_tracked_sockets") as u64 <= crate::support::unseen(s, &hidden)
+    };
     let scrape = scrape_until(&agent, settled);
     let left = scrape.get("tcpmon_tracked_sockets") as u64;
-    let unseen = support::unseen(&scrape, &hidden);
+    let unseen = crate::support::unseen(&scrape, &hidden);
     if left > 0 {
         hidden.report();
         assert!(
@@ -192,7 +194,7 @@ fn a_full_socket_map_evicts_counts_it_and_keeps_every_counter_exact() {
     // Closing: the evicted sockets' transitions are counted, their dwell is not (untracked).
     let hidden = HiddenTransitions::observe();
     drop((clients, servers, listener));
-    let teardowns = |s: &support::Scrape| {
+    let teardowns = |s: &crate::support::Scrape| {
         s.by_labels("tcpmon_teardowns_total", &["initiator", "kind"])
             .values()
             .sum::<u64>()
@@ -204,7 +206,7 @@ fn a_full_socket_map_evicts_counts_it_and_keeps_every_counter_exact() {
         let missing = (2 * OPEN)
             .checked_sub(teardowns(&scrape))
             .expect("no teardown invented");
-        let unseen = support::unseen(&scrape, &hidden);
+        let unseen = crate::support::unseen(&scrape, &hidden);
         assert!(
             missing <= unseen,
             "{missing} teardowns missing, {unseen} transitions kept from the program"

@@ -1,11 +1,10 @@
 //! Who closed first, seen from one end only: the client and the server live in two network
 //! namespaces joined by a veth pair, and the agent counts the server's namespace alone. On
 //! loopback both ends are counted, which hides a swap of "local" and "remote".
-mod support;
 
 use std::{collections::BTreeMap, net::TcpListener};
 
-use support::{
+use crate::support::{
     assert_exact_in, require_root, run,
     workload::{connection_to, Close, Expected},
     Agent, NetNs,

@@ -1,7 +1,6 @@
 //! Tail clients that stop reading: at most 64 are served, each costs bounded memory, and the
 //! agent's counters stay exact. In a binary of its own: its 40,000 events load the machine, and
 //! an exactness test must not share that with others.
-mod support;
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -9,7 +8,7 @@ use std::{
     os::unix::net::UnixStream,
 };
 
-use support::{
+use crate::support::{
     http_get, require_root, rss_kib, timeout,
     workload::{self, Close, SERVICE_PORT},
     Agent, NetNs,
@@ -32,7 +31,8 @@ fn stalled_tail_clients_are_capped_and_cost_bounded_memory() {
             stream
         })
         .collect();
-    let ready = support::scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == CLIENTS as f64);
+    let ready =
+        crate::support::scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == CLIENTS as f64);
     assert_eq!(ready.get("tcpmon_tail_clients"), CLIENTS as f64);
     // One more is refused, in one line.
     let mut extra = UnixStream::connect(&agent.tail_socket).expect("connect");
@@ -51,7 +51,7 @@ fn stalled_tail_clients_are_capped_and_cost_bounded_memory() {
         .handshakes("inet", 4_000, "8080")
         .teardowns("inet", 4_000, "8080");
     let work = || workload::connections(V4, SERVICE_PORT, 4_000, Close::ClientFirst);
-    support::assert_exact_in(&agent, &ns, work, &expected);
+    crate::support::assert_exact_in(&agent, &ns, work, &expected);
     let after = rss_kib(agent.pid());
     eprintln!("{CLIENTS} stalled tail clients: agent RSS {before} KiB -> {after} KiB");
     // Clients that want every event share the kernel's records (96 bytes each, 16,384 at most

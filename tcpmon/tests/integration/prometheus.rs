@@ -1,7 +1,6 @@
 //! A real Prometheus server (Debian's) scrapes a real agent while a workload runs: every
 //! PromQL expression of the dashboard and of the recording rules returns data, and the
 //! CLOSE_WAIT alert fires for a workload that leaks CLOSE_WAIT sockets.
-mod support;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
@@ -10,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
+use crate::support::{
     artefacts, free_addr, http_get, require_root, timeout,
     workload::{self, Close, FullListener},
     Agent, NetNs,

@@ -1,10 +1,9 @@
 //! The `port` label: listening ports are discovered up to --max-ports, the rest fold into
 //! port="other", and a busy default set-up stays within a few thousand series.
-mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 
-use support::{
+use crate::support::{
     require_root,
     workload::{self, Close, Expected},
     Agent, NetNs,
@@ -53,7 +52,7 @@ fn ports_beyond_max_ports_fold_into_other() {
     for _ in 0..5 {
         expected.listener("inet");
     }
-    let scrape = support::settle(&agent, &expected);
+    let scrape = crate::support::settle(&agent, &expected);
     assert_eq!(scrape.observed(), expected);
 }
 

@@ -1,6 +1,5 @@
 //! `tcpmon agent --web-config`: TLS, basic auth and client certificates on a real agent,
 //! checked with a separate TLS client (rustls) and certificates made at test time.
-mod support;
 
 use std::{
     io::{Read, Write},
@@ -8,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use support::{
+use crate::support::{
     require_root, timeout,
     tls::{https_get, presented_certificate, Identity, Pki, Reply},
     Agent, NetNs,

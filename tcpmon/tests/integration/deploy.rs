@@ -1,10 +1,9 @@
 //! The shipped deployment artefacts (deploy/) are valid and agree with what the agent exports.
-mod support;
 
 use std::{collections::BTreeSet, process::Command};
 
+use crate::support::artefacts::{dashboard_exprs, deploy, recorded};
 use prometheus::proto::MetricType;
-use support::artefacts::{dashboard_exprs, deploy, recorded};
 use tcpmon::metrics::descriptors;
 
 fn succeeds(program: &str, args: &[&str]) {

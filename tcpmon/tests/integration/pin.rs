@@ -1,6 +1,5 @@
 //! `--pin DIR`: counters, open sockets' entries and port labels survive a restart of the agent;
 //! a pinned map that does not fit is refused in one line.
-mod support;
 
 use std::{
     io::Read,
@@ -9,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use support::{
+use crate::support::{
     require_root, run, settle,
     workload::{self, Close, Expected, SERVICE_PORT},
     Agent, NetNs,
@@ -70,7 +69,7 @@ fn pinned_counters_survive_a_restart_and_keep_their_port_labels() {
     let (status, _) = first.stop();
     assert!(status.success());
     assert!(
-        support::program_unloaded(&program),
+        crate::support::program_unloaded(&program),
         "program {program} left loaded"
     );
 
@@ -108,7 +107,7 @@ fn pinned_counters_survive_a_restart_and_keep_their_port_labels() {
     drop(second);
 
     // A per-socket map of another size does not fit: refused before anything is loaded.
-    let out = Command::new(support::TCPMON)
+    let out = Command::new(crate::support::TCPMON)
         .args(["agent", "--listen", "127.0.0.1:0", "--pin", &dir])
         .args(["--max-tracked-sockets", "1024", "--tail-socket"])
         .arg(format!("/run/{}-refused.sock", ns.name))

@@ -1,11 +1,10 @@
 //! Every failure a user can cause ends in one line on stderr, a non-zero exit, no panic.
 //! The kernel-side failures are produced for real, in a private mount namespace (`unshare -m`)
 //! where BTF is hidden or replaced, so the host is never touched.
-mod support;
 
 use std::{net::TcpListener, process::Command};
 
-use support::{free_addr, require_root, TCPMON};
+use crate::support::{free_addr, require_root, TCPMON};
 
 /// Runs `program args` and returns (exit code, stderr).
 fn run(program: &str, args: &[&str]) -> (i32, String) {
@@ -258,8 +257,8 @@ fn too_many_ports() {
 #[test]
 fn tail_socket_served_by_another_agent() {
     require_root();
-    let ns = support::NetNs::new();
-    let agent = support::Agent::start(&ns);
+    let ns = crate::support::NetNs::new();
+    let agent = crate::support::Agent::start(&ns);
     let listen = free_addr().to_string();
     let (code, stderr) = run(
         TCPMON,

@@ -1,7 +1,6 @@
 //! The agent runs as root on every host: garbage from its tail clients and a stop in the
 //! middle of a storm must not hurt it or leave anything behind. (Hostile HTTP clients:
 //! `hostile_http.rs`.)
-mod support;
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -11,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use support::{
+use crate::support::{
     http_get, require_root, timeout,
     workload::{self, Close, SERVICE_PORT},
     Agent, NetNs,
@@ -48,11 +47,11 @@ fn sigterm_in_the_middle_of_a_storm_exits_cleanly_and_the_next_start_is_clean() 
         [format!("tcpmon: stopped; program {program} detached")]
     );
     assert!(
-        support::program_unloaded(&program),
+        crate::support::program_unloaded(&program),
         "program {program} left loaded"
     );
     // Its perf_event link (`bpftool link show` lists `"prog_id":N`) is gone with it.
-    let links = support::run("bpftool", &["-j", "link", "show"]);
+    let links = crate::support::run("bpftool", &["-j", "link", "show"]);
     assert!(
         !links.contains(&format!("\"prog_id\":{program}}}"))
             && !links.contains(&format!("\"prog_id\":{program},")),

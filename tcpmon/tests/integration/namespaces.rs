@@ -1,10 +1,9 @@
 //! Without --netns the agent counts sockets in every network namespace: those with a process
 //! in them and those only bind-mounted under /run/netns.
-mod support;
 
 use std::{os::unix::fs::MetadataExt, process::Command, time::Duration};
 
-use support::{require_root, NetNs};
+use crate::support::{require_root, NetNs};
 
 /// A process in a network namespace of its own, with no bind mount; killed on drop.
 struct Unshared(std::process::Child);

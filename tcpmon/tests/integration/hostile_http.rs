@@ -1,6 +1,5 @@
 //! Hostile HTTP clients: malformed requests, huge headers, slowloris and 1,000 concurrent
 //! scrapers. The agent stays up, answers the others, and its memory stays bounded.
-mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
@@ -12,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{http_get, raise_open_files_limit, require_root, rss_kib, timeout, Agent, NetNs};
+use crate::support::{
+    http_get, raise_open_files_limit, require_root, rss_kib, timeout, Agent, NetNs,
+};
 
 const SCRAPERS: usize = 1_000;
 
@@ -125,7 +126,7 @@ fn a_slowloris_client_is_cut_off_after_the_header_timeout_while_scrapes_go_on() 
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(scrapes >= 10, "only {scrapes} scrapes in 4 s");
-    // HEADER_READ_TIMEOUT is 5 s (src/http.rs, README).
+    // HEADER_READ_TIMEOUT is 5 s (src/web/server.rs, docs/SECURITY.md).
     let lasted: Vec<Duration> = trickling
         .into_iter()
         .map(|client| client.join().expect("slowloris thread"))

@@ -1,11 +1,10 @@
 //! Privileged end-to-end tests: the real eBPF program, real TCP traffic in a network namespace
 //! the test creates, and exact counter values. The agent counts only that namespace, so the
 //! test's own scrapes and the host's traffic cannot move a counter.
-mod support;
 
 use std::{net::IpAddr, process::Command, time::Duration};
 
-use support::{
+use crate::support::{
     assert_exact, require_root,
     workload::{self, family, Close, Expected, SERVICE_PORT},
     Agent, NetNs,
@@ -128,7 +127,7 @@ fn idle_scrapes_change_nothing_and_stop_detaches_everything() {
             || series.starts_with("tcpmon_bpf_program_run")
             || series.starts_with("tcpmon_scrape_collect_duration_seconds")
     };
-    let counted = |scrape: support::Scrape| {
+    let counted = |scrape: crate::support::Scrape| {
         let mut series = scrape.series;
         series.retain(|name, _| !own_cost(name));
         series
@@ -154,10 +153,10 @@ fn idle_scrapes_change_nothing_and_stop_detaches_everything() {
         [format!("tcpmon: stopped; program {program} detached")]
     );
     assert!(
-        support::program_unloaded(&program),
+        crate::support::program_unloaded(&program),
         "program {program} still loaded after stop"
     );
-    let links = support::run("bpftool", &["link", "show"]);
+    let links = crate::support::run("bpftool", &["link", "show"]);
     assert!(
         !links.contains(&format!("prog {program} ")),
         "a link to program {program} remains:\n{links}"
@@ -180,9 +179,9 @@ fn a_normal_start_prints_one_line_and_no_warning() {
             agent.tail_socket
         )
     );
-    assert_eq!(support::http_get(agent.addr, "/healthz"), "ok\n");
+    assert_eq!(crate::support::http_get(agent.addr, "/healthz"), "ok\n");
     // The one note a normal start prints is on kernels that hide transitions from BPF.
-    let notes: &[&str] = if support::hidden::kernel_hides_transitions() {
+    let notes: &[&str] = if crate::support::hidden::kernel_hides_transitions() {
         &[tcpmon::startup::SKIPS_UNDER_INIT_NOTE]
     } else {
         &[]

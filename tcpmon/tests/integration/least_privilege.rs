@@ -1,10 +1,9 @@
 //! After loading and attaching, the agent keeps only CAP_SYS_ADMIN and CAP_SYS_PTRACE and, with
 //! `--user`, runs as that user; its file descriptors (maps, ring buffer, sockets) keep working.
-mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use support::{
+use crate::support::{
     assert_exact_in, require_root,
     workload::{self, Close, Expected, SERVICE_PORT},
     Agent, NetNs,

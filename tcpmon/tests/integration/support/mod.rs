@@ -1,6 +1,5 @@
 //! Shared machinery of the privileged integration tests: a network namespace and a running
 //! agent, both removed on drop (even when the test fails), and a scrape parser.
-#![allow(dead_code)] // each test binary uses a different part of it
 
 pub mod artefacts;
 pub mod held;
@@ -17,9 +16,11 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     os::{fd::AsRawFd, unix::process::CommandExt},
+    panic::Location,
+    path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
-    sync::mpsc,
+    sync::{mpsc, Condvar, Mutex},
     time::{Duration, Instant},
 };
 
@@ -59,13 +60,17 @@ pub fn require_root() {
     );
 }
 
-/// A network namespace made for one test, with loopback up; deleted on drop.
+/// A network namespace made for one test, with loopback up; deleted on drop. It holds its
+/// test module's turn while it lives (see [`ModuleTurn`]).
 pub struct NetNs {
     pub name: String,
+    _turn: ModuleTurn,
 }
 
 impl NetNs {
+    #[track_caller]
     pub fn new() -> NetNs {
+        let turn = ModuleTurn::wait(Location::caller().file());
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "tcpmon-test-{}-{}",
@@ -73,7 +78,7 @@ impl NetNs {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         run("ip", &["netns", "add", &name]);
-        let ns = NetNs { name };
+        let ns = NetNs { name, _turn: turn };
         run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
         ns
     }
@@ -161,6 +166,52 @@ impl Drop for NetNs {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// Which test module's tests may make network namespaces now, and how many of them hold one.
+struct Turns {
+    module: Option<String>,
+    holders: usize,
+}
+
+static TURNS: Mutex<Turns> = Mutex::new(Turns {
+    module: None,
+    holders: 0,
+});
+static TURN_FREED: Condvar = Condvar::new();
+
+/// A test module's turn: while one is held, tests of other modules wait before making a
+/// network namespace. Tests of one module share the turn and run in parallel, as when every
+/// module was a test binary of its own and cargo ran the binaries one after another: the storm
+/// and the soak load the machine, and the memory, timing and host-wide counts of the others
+/// assume no other module's workload runs beside them.
+struct ModuleTurn;
+
+impl ModuleTurn {
+    /// Waits for the turn of the module in source file `file`.
+    fn wait(file: &str) -> ModuleTurn {
+        let module = Path::new(file)
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        while turns.module.as_ref().is_some_and(|m| *m != module) {
+            turns = TURN_FREED.wait(turns).unwrap_or_else(|e| e.into_inner());
+        }
+        turns.module = Some(module);
+        turns.holders += 1;
+        ModuleTurn
+    }
+}
+
+impl Drop for ModuleTurn {
+    fn drop(&mut self) {
+        let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        turns.holders -= 1;
+        if turns.holders == 0 {
+            turns.module = None;
+            TURN_FREED.notify_all();
+        }
     }
 }
 
@@ -316,11 +367,6 @@ impl Agent {
     /// A line of the agent's `/proc/PID/status` or `/proc/PID/limits`, by its label.
     pub fn proc_line(&self, file: &str, label: &str) -> String {
         proc_line(self.pid(), file, label)
-    }
-
-    /// The agent's resident memory (VmRSS), in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        rss_kib(self.pid())
     }
 
     pub fn scrape(&self) -> Scrape {
@@ -497,6 +543,7 @@ pub fn settle(agent: &Agent, expected: &workload::Expected) -> Scrape {
 /// Runs `workload` in a fresh namespace under a fresh agent (started with `args`) and checks
 /// every transition, dwell count, handshake, handshake time and teardown series exactly, and
 /// that the per-socket map is empty again. Returns the agent and namespace for more checks.
+#[track_caller]
 pub fn assert_exact(
     args: &[&str],
     workload: impl FnOnce() + Send,

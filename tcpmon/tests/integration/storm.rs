@@ -1,13 +1,12 @@
 //! Exactness under a storm: 200,000 connections as fast as this machine makes them, four kinds
 //! at once, and every counter equal to the workload's ground truth.
-mod support;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
     time::Instant,
 };
 
-use support::{
+use crate::support::{
     assert_exact,
     workload::{self, Close, Expected},
 };

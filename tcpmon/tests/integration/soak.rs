@@ -1,4 +1,4 @@
-//! Soak: minutes of a storm mixing every workload (`support::mix`), with sockets whose life the
+//! Soak: minutes of a storm mixing every workload (`crate::support::mix`), with sockets whose life the
 //! program sees only part of: connections opened before the agent started (closed midway),
 //! and bursts of more open sockets than the per-socket map holds (it evicts). Scraped every
 //! second, as Prometheus would, with a tail client connected every third round.
@@ -6,13 +6,12 @@
 //! It asserts that the agent's resident memory and open descriptors stay flat, that every
 //! counter equals the workload's ground truth, that the per-socket map stays bounded and
 //! counts its evictions, and that no socket without a valid entry puts a time into a dwell
-//! histogram (`support::identities`). `TCPMON_SOAK_SECONDS` sets the length (default 120);
+//! histogram (`crate::support::identities`). `TCPMON_SOAK_SECONDS` sets the length (default 120);
 //! `cargo xtask soak --minutes N` runs it for humans.
-mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{
+use crate::support::{
     held::Held,
     hidden::HiddenTransitions,
     identities::{self, STALE, UNTRACKED},
@@ -206,7 +205,7 @@ fn soak_keeps_memory_descriptors_and_every_counter_flat_and_exact() {
 }
 
 /// Every counter equals the ground truth, and every transition the program could not time is
-/// accounted for (see `support::identities`). Returns the evictions.
+/// accounted for (see `crate::support::identities`). Returns the evictions.
 fn assert_exact(
     ns: &NetNs,
     last: &Scrape,
@@ -216,12 +215,12 @@ fn assert_exact(
 ) -> u64 {
     // The kernel can keep a transition from the program: it skips (and counts) a run when a
     // softirq lands while the program runs on that CPU, and some kernels hide interrupt work
-    // done on top of PID 1 (see `support::hidden`). Both are host-wide counts: the namespace
+    // done on top of PID 1 (see `crate::support::hidden`). Both are host-wide counts: the namespace
     // filter is inside the program, so other namespaces' transitions count too. A transition
     // of this namespace kept from the program is in no counter, so it always leaves a
     // transition count below the ground truth: none lost here means none was kept away.
     let expected = &soak.expected;
-    let unseen = support::unseen(last, hidden);
+    let unseen = crate::support::unseen(last, hidden);
     let observed = last.observed();
     let lost: Vec<_> = expected
         .transitions

@@ -16,6 +16,10 @@ pub use wire::*;
 
 /// Name of the tracepoint program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "inet_sock_set_state";
+/// Name of the cover program: a second instance on the same tracepoint, attached after the
+/// first, that counts the transitions the kernel did not run the first for (a run that would
+/// have nested in its own run on that CPU). See `tcpmon-ebpf/src/reentry.rs`.
+pub const COVER_PROGRAM_NAME: &str = "inet_sock_set_state_cover";
 
 /// Address families counted separately: index 0 is AF_INET, 1 is AF_INET6.
 pub const FAMILY_SLOTS: u32 = 2;
@@ -67,7 +71,14 @@ pub mod counter {
     pub const EVENTS: u32 = 6;
     /// Tail events lost because the ring buffer was full.
     pub const EVENTS_DROPPED: u32 = 7;
-    pub const SLOTS: u32 = 8;
+    /// Transitions the cover program counted because the kernel skipped the first program's
+    /// run for them (it would have nested in the first's run on that CPU).
+    pub const COVERED: u32 = 8;
+    /// Socket-map updates and deletes the kernel refused because a run on the same CPU that
+    /// this one interrupted held the map's bucket lock (`-EBUSY`): the socket's entry is then
+    /// missing or stale, and its next transitions are counted as untracked or stale.
+    pub const SOCKET_MAP_BUSY: u32 = 9;
+    pub const SLOTS: u32 = 10;
 }
 
 /// Service-port slots: slot 0 is `port="other"`, slots 1.. are ports the agent put in the
@@ -135,7 +146,14 @@ pub mod teardown {
 }
 
 /// The program's maps: their names in the eBPF object, and the sizes both sides agree on.
+///
+/// Every per-CPU array holds [`ROWS`] copies of its slots: row 0 is updated by a run on its
+/// own, row 1 by a run that interrupted another on the same CPU in the middle of its updates
+/// (the cover program, or a nested run on kernels that do not skip one), so that neither
+/// update can undo the other without atomic instructions. The agent sums the rows.
 pub mod maps {
+    /// Copies of the slots in every per-CPU array map.
+    pub const ROWS: u32 = 2;
     /// Per-CPU `u64` counters, one per (family, old state, new state); see
     /// [`transition_index`](crate::transition_index).
     pub const TRANSITIONS: &str = "TRANSITIONS";

@@ -11,10 +11,7 @@ use crate::{
     config::{global, SK_ERR_OFFSET, SRTT_OFFSET},
     kernel::{read_kernel, sock_field},
     local_port,
-    maps::{
-        decrement, increment, observe, COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS,
-        SOCKETS, TEARDOWNS,
-    },
+    maps::{COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS, SOCKETS, TEARDOWNS},
     tail, Transition,
 };
 
@@ -57,10 +54,10 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
             let entry = unsafe { &*entry };
             if entry.state == t.old && !birth {
                 let ns = now.saturating_sub(entry.entered_ns);
-                observe(&DWELL, t.old as u32, ns);
+                DWELL.observe(t.row, t.old as u32, ns);
                 dwell_ns = Some(ns);
             } else {
-                increment(&COUNTERS, counter::STALE_ENTRIES);
+                COUNTERS.increment(t.row, counter::STALE_ENTRIES);
                 fresh = birth;
             }
             if fresh {
@@ -76,7 +73,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
             // Every transition but a birth had an old state worth timing, a listener's
             // LISTEN -> CLOSE included (it opened before the agent, or its entry was evicted).
             if !birth {
-                increment(&COUNTERS, counter::UNTRACKED);
+                COUNTERS.increment(t.row, counter::UNTRACKED);
             }
             service_port(t)
         }
@@ -90,13 +87,13 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
     match outcome(t.old, t.new, sk_err) {
         Outcome::Handshake(result) => {
             if let Some(index) = handshake::index(port_slot, result) {
-                increment(&HANDSHAKES, index);
+                HANDSHAKES.increment(t.row, index);
             }
             handshake_time(t, result, port_slot, dwell_ns);
         }
         Outcome::Teardown(initiator, kind) => {
             if let Some(index) = teardown::index(port_slot, initiator, kind) {
-                increment(&TEARDOWNS, index);
+                TEARDOWNS.increment(t.row, index);
             }
         }
         Outcome::Nothing => {}
@@ -110,9 +107,10 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
             // Counted before the entry goes, so that the agent's eviction estimate (inserts -
             // deletes - entries present) can only be low while this runs, never high. Another
             // CPU's insert may have evicted the entry since the lookup: then it was no delete.
-            increment(&COUNTERS, counter::TRACKED_DELETES);
-            if SOCKETS.remove(t.sk as u64).is_err() {
-                decrement(&COUNTERS, counter::TRACKED_DELETES);
+            COUNTERS.increment(t.row, counter::TRACKED_DELETES);
+            if let Err(code) = SOCKETS.remove(t.sk as u64) {
+                COUNTERS.decrement(t.row, counter::TRACKED_DELETES);
+                count_busy(t, code);
             }
         }
         Some(entry) => {
@@ -155,14 +153,28 @@ fn insert(t: &Transition, now: u64, port_slot: u32, side: u32, owner: &tail::Own
         port_slot: port_slot as u16,
         side: side as u16,
     };
-    let inserted = SOCKETS
-        .insert(t.sk as u64, entry, u64::from(BPF_NOEXIST))
-        .is_ok();
-    if inserted {
-        increment(&COUNTERS, counter::TRACKED_INSERTS);
+    match SOCKETS.insert(t.sk as u64, entry, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {
+            COUNTERS.increment(t.row, counter::TRACKED_INSERTS);
+            true
+        }
+        Err(code) => {
+            count_busy(t, code);
+            false
+        }
     }
-    inserted
 }
+
+/// Counts a socket-map operation the kernel refused because the run this one interrupted on
+/// its CPU holds the bucket lock it needs.
+#[inline(always)]
+fn count_busy(t: &Transition, code: i32) {
+    if code == -EBUSY {
+        COUNTERS.increment(t.row, counter::SOCKET_MAP_BUSY);
+    }
+}
+
+const EBUSY: i32 = 16;
 
 /// Inserts the entry of a socket starting its life; `None` if one was already there.
 #[inline(always)]
@@ -191,15 +203,17 @@ fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
 fn handshake_time(t: &Transition, result: u32, port_slot: u32, dwell_ns: Option<u64>) {
     if result == handshake::CLIENT_ESTABLISHED {
         match (dwell_ns, handshake::duration_index(port_slot, side::CLIENT)) {
-            (Some(ns), Some(index)) => observe(&HANDSHAKE_DURATION, index, ns),
-            _ => increment(&COUNTERS, counter::CLIENT_HANDSHAKE_UNTIMED),
+            (Some(ns), Some(index)) => HANDSHAKE_DURATION.observe(t.row, index, ns),
+            _ => COUNTERS.increment(t.row, counter::CLIENT_HANDSHAKE_UNTIMED),
         }
     } else if result == handshake::SERVER_ESTABLISHED {
         let srtt = read_kernel::<u32>(t.sk as u64, global(&SRTT_OFFSET)).unwrap_or(0);
         match handshake::duration_index(port_slot, side::SERVER) {
             // srtt_us holds 8x the RTT in microseconds: 125 ns per unit.
-            Some(index) if srtt > 0 => observe(&HANDSHAKE_DURATION, index, u64::from(srtt) * 125),
-            _ => increment(&COUNTERS, counter::SERVER_HANDSHAKE_UNTIMED),
+            Some(index) if srtt > 0 => {
+                HANDSHAKE_DURATION.observe(t.row, index, u64::from(srtt) * 125)
+            }
+            _ => COUNTERS.increment(t.row, counter::SERVER_HANDSHAKE_UNTIMED),
         }
     }
 }

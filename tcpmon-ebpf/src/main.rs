@@ -7,6 +7,9 @@
 //! per-socket LRU map holding when each socket entered its current state; the agent reads the
 //! maps when Prometheus scrapes. Only while a `tcpmon tail` client is connected does it also
 //! write one event per transition to a ring buffer (`tail`).
+//!
+//! The object holds two programs on the tracepoint: the main one, and its cover, which counts
+//! the transitions the kernel did not run the main one for (`reentry`).
 #![no_std]
 #![no_main]
 
@@ -14,6 +17,7 @@ mod accounting;
 mod config;
 mod kernel;
 mod maps;
+mod reentry;
 mod tail;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
@@ -26,10 +30,11 @@ use crate::{
         SK_FAMILY_OFFSET, SK_NET_OFFSET, SK_NUM_OFFSET, SK_PROTOCOL_OFFSET,
     },
     kernel::{read_kernel, sock_field},
-    maps::{increment, TRANSITIONS},
+    maps::{Row, TRANSITIONS},
 };
 
 /// One transition, as the tracepoint reports it.
+#[derive(Clone, Copy)]
 pub struct Transition {
     /// The tracepoint's `struct sock *`; its address keys the socket map.
     sk: *const u8,
@@ -37,6 +42,9 @@ pub struct Transition {
     new: i32,
     dport: u16,
     family: u16,
+    family_slot: u32,
+    /// The row of the per-CPU arrays this run updates.
+    row: Row,
 }
 
 /// `sock:inet_sock_set_state` as a BTF-enabled raw tracepoint: the kernel hands over its own
@@ -44,40 +52,68 @@ pub struct Transition {
 /// the socket's fields straight from `struct sock` (the verifier knows its type from BTF).
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    account(&ctx);
+    if let (Some(t), Some(state)) = (transition(&ctx), reentry::this_cpu()) {
+        let now = reentry::accounting(state, |row| account(&Transition { row, ..t }));
+        reentry::push(state, &t, now);
+    }
     0
 }
 
-fn account(ctx: &BtfTracePointContext) {
+/// The cover: the same tracepoint, attached after the main program; it accounts only the
+/// transitions the kernel did not run the main program for (see `reentry`).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_cover(ctx: BtfTracePointContext) -> i32 {
+    if let (Some(t), Some(state)) = (transition(&ctx), reentry::this_cpu()) {
+        if !reentry::take(state, &t) {
+            reentry::accounting(state, |row| {
+                reentry::count_covered(row);
+                account(&Transition { row, ..t })
+            });
+        }
+    }
+    0
+}
+
+/// The transition, if it is one tcpmon counts: TCP, in the namespace asked for, IPv4 or IPv6.
+#[inline(always)]
+fn transition(ctx: &BtfTracePointContext) -> Option<Transition> {
     let sk: *const u8 = ctx.arg(0);
     if sock_field::<u16>(sk, &SK_PROTOCOL_OFFSET) != IPPROTO_TCP {
-        return;
+        return None;
     }
     let netns = global(&NETNS_FILTER);
     if netns != 0 && socket_netns(sk) != netns {
-        return;
+        return None;
     }
     let family: u16 = sock_field(sk, &SK_FAMILY_OFFSET);
     let family_slot = match family {
         AF_INET => 0,
         AF_INET6 => 1,
-        _ => return,
+        _ => return None,
     };
-    let t = Transition {
+    Some(Transition {
         sk,
         old: ctx.arg(1),
         new: ctx.arg(2),
         dport: u16::from_be(sock_field(sk, &SK_DPORT_OFFSET)),
         family,
-    };
-    if let Some(index) = transition_index(family_slot, t.old as u32, t.new as u32) {
-        increment(&TRANSITIONS, index);
+        family_slot,
+        row: Row::OWN,
+    })
+}
+
+/// Counts the transition and does the rest of its accounting; returns the clock read it made
+/// (0 if none).
+#[inline(always)]
+fn account(t: &Transition) -> u64 {
+    if let Some(index) = transition_index(t.family_slot, t.old as u32, t.new as u32) {
+        TRANSITIONS.increment(t.row, index);
     }
     let tail = tail::is_on();
     // A same-state event (shutdown then close) is a transition but ends nothing and never
     // restarts a timer.
     let tracked = if t.old != t.new {
-        track(&t, tail)
+        track(t, tail)
     } else {
         Tracked {
             now: if tail {
@@ -89,15 +125,16 @@ fn account(ctx: &BtfTracePointContext) {
             dwell_ns: None,
             sk_err: 0,
             owner: if tail {
-                tail::owner_of(&t)
+                tail::owner_of(t)
             } else {
                 tail::Owner::none()
             },
         }
     };
     if tail {
-        tail::emit(sk, &t, &tracked);
+        tail::emit(t.sk, t, &tracked);
     }
+    tracked.now
 }
 
 /// The socket's local port. `skc_num` is a plain load from `struct sock`, and right for every

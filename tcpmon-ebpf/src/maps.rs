@@ -9,12 +9,16 @@ use tcpmon_common::{
 };
 
 /// Transition counters by (family, old state, new state).
-#[map]
-pub static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TRANSITION_SLOTS, 0);
+#[map(name = "TRANSITIONS")]
+static TRANSITIONS_MAP: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(maps::ROWS * TRANSITION_SLOTS, 0);
+pub static TRANSITIONS: Counters = Counters::new(&TRANSITIONS_MAP, TRANSITION_SLOTS);
 
 /// Dwell-time histograms, one per state left.
-#[map]
-pub static DWELL: PerCpuArray<DwellHistogram> = PerCpuArray::with_max_entries(tcp_state::SLOTS, 0);
+#[map(name = "DWELL")]
+static DWELL_MAP: PerCpuArray<DwellHistogram> =
+    PerCpuArray::with_max_entries(maps::ROWS * tcp_state::SLOTS, 0);
+pub static DWELL: Histograms = Histograms::new(&DWELL_MAP, tcp_state::SLOTS);
 
 /// Per-socket state, entry time and service port, keyed by the socket's kernel address.
 #[map]
@@ -22,25 +26,33 @@ pub static SOCKETS: LruHashMap<u64, SocketEntry> =
     LruHashMap::with_max_entries(maps::MAX_TRACKED_SOCKETS, 0);
 
 /// Bookkeeping counters (inserts, deletes, stale, untracked, untimed handshakes).
-#[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
+#[map(name = "COUNTERS")]
+static COUNTERS_MAP: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(maps::ROWS * counter::SLOTS, 0);
+pub static COUNTERS: Counters = Counters::new(&COUNTERS_MAP, counter::SLOTS);
 
 /// Service ports with their own label value, to port slot; written by the agent.
 #[map]
 pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(port::SLOTS, 0);
 
 /// Handshake results per (port slot, result).
-#[map]
-pub static HANDSHAKES: PerCpuArray<u64> = PerCpuArray::with_max_entries(handshake::SLOTS, 0);
+#[map(name = "HANDSHAKES")]
+static HANDSHAKES_MAP: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(maps::ROWS * handshake::SLOTS, 0);
+pub static HANDSHAKES: Counters = Counters::new(&HANDSHAKES_MAP, handshake::SLOTS);
 
 /// Handshake-time histograms per (port slot, side).
-#[map]
-pub static HANDSHAKE_DURATION: PerCpuArray<DwellHistogram> =
-    PerCpuArray::with_max_entries(handshake::DURATION_SLOTS, 0);
+#[map(name = "HANDSHAKE_DURATION")]
+static HANDSHAKE_DURATION_MAP: PerCpuArray<DwellHistogram> =
+    PerCpuArray::with_max_entries(maps::ROWS * handshake::DURATION_SLOTS, 0);
+pub static HANDSHAKE_DURATION: Histograms =
+    Histograms::new(&HANDSHAKE_DURATION_MAP, handshake::DURATION_SLOTS);
 
 /// Teardowns per (port slot, initiator, kind).
-#[map]
-pub static TEARDOWNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(teardown::SLOTS, 0);
+#[map(name = "TEARDOWNS")]
+static TEARDOWNS_MAP: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(maps::ROWS * teardown::SLOTS, 0);
+pub static TEARDOWNS: Counters = Counters::new(&TEARDOWNS_MAP, teardown::SLOTS);
 
 /// Tail events for `tcpmon tail`, written only while TAIL_SWITCH is on.
 #[map]
@@ -50,32 +62,69 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(maps::EVENTS_RING_BYTES, 0)
 #[map]
 pub static TAIL_SWITCH: Array<u32> = Array::with_max_entries(1, 0);
 
-#[inline(always)]
-pub fn increment(map: &PerCpuArray<u64>, index: u32) {
-    if let Some(counter) = map.get_ptr_mut(index) {
-        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
-        unsafe { *counter += 1 };
-    }
+/// Which row of the per-CPU arrays a run updates (see `tcpmon_common::maps`): the kernel
+/// never runs a program nested in itself more than one level deep on one CPU (process context,
+/// then a softirq on top of it), so two rows keep every update whole.
+#[derive(Clone, Copy)]
+pub struct Row(u32);
+
+impl Row {
+    /// A run that interrupted no other run of tcpmon's accounting on its CPU.
+    pub const OWN: Row = Row(0);
+    /// A run that interrupted another one in the middle of its updates.
+    pub const NESTED: Row = Row(1);
 }
 
-/// Undoes an [`increment`] made earlier in the same run (on this CPU, so it cannot wrap).
-#[inline(always)]
-pub fn decrement(map: &PerCpuArray<u64>, index: u32) {
-    if let Some(counter) = map.get_ptr_mut(index) {
-        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
-        unsafe { *counter = (*counter).wrapping_sub(1) };
-    }
+/// A per-CPU array of `u64` counters with a row per [`Row`].
+pub struct Counters {
+    map: &'static PerCpuArray<u64>,
+    slots: u32,
 }
 
-/// Adds one observation of `ns` nanoseconds to histogram `index` of `map`.
-#[inline(always)]
-pub fn observe(map: &PerCpuArray<DwellHistogram>, index: u32, ns: u64) {
-    if let Some(histogram) = map.get_ptr_mut(index) {
-        // SAFETY: per-CPU value; a tracepoint program never nests on one CPU.
-        let histogram = unsafe { &mut *histogram };
-        if let Some(bucket) = histogram.buckets.get_mut(dwell_bucket(ns)) {
-            *bucket += 1;
+impl Counters {
+    const fn new(map: &'static PerCpuArray<u64>, slots: u32) -> Counters {
+        Counters { map, slots }
+    }
+
+    #[inline(always)]
+    pub fn increment(&self, row: Row, index: u32) {
+        if let Some(counter) = self.map.get_ptr_mut(row.0 * self.slots + index) {
+            // SAFETY: a per-CPU value in this run's own row: no other run touches it meanwhile.
+            unsafe { *counter += 1 };
         }
-        histogram.sum_ns += ns;
+    }
+
+    /// Undoes an [`increment`](Self::increment) made earlier in the same run.
+    #[inline(always)]
+    pub fn decrement(&self, row: Row, index: u32) {
+        if let Some(counter) = self.map.get_ptr_mut(row.0 * self.slots + index) {
+            // SAFETY: as above.
+            unsafe { *counter = (*counter).wrapping_sub(1) };
+        }
+    }
+}
+
+/// A per-CPU array of histograms with a row per [`Row`].
+pub struct Histograms {
+    map: &'static PerCpuArray<DwellHistogram>,
+    slots: u32,
+}
+
+impl Histograms {
+    const fn new(map: &'static PerCpuArray<DwellHistogram>, slots: u32) -> Histograms {
+        Histograms { map, slots }
+    }
+
+    /// Adds one observation of `ns` nanoseconds to histogram `index`.
+    #[inline(always)]
+    pub fn observe(&self, row: Row, index: u32, ns: u64) {
+        if let Some(histogram) = self.map.get_ptr_mut(row.0 * self.slots + index) {
+            // SAFETY: a per-CPU value in this run's own row: no other run touches it meanwhile.
+            let histogram = unsafe { &mut *histogram };
+            if let Some(bucket) = histogram.buckets.get_mut(dwell_bucket(ns)) {
+                *bucket += 1;
+            }
+            histogram.sum_ns += ns;
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     accounting::Tracked,
     config::{SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET},
     kernel::{sock_field, sock_field_at},
-    maps::{increment, COUNTERS, EVENTS, SOCKETS, TAIL_SWITCH},
+    maps::{COUNTERS, EVENTS, SOCKETS, TAIL_SWITCH},
     Transition,
 };
 
@@ -90,7 +90,7 @@ pub fn owner_of(t: &Transition) -> Owner {
 #[inline(always)]
 pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
     let Some(mut entry) = EVENTS.reserve::<TailEvent>(0) else {
-        increment(&COUNTERS, counter::EVENTS_DROPPED);
+        COUNTERS.increment(t.row, counter::EVENTS_DROPPED);
         return;
     };
     let event = entry.as_mut_ptr();
@@ -127,7 +127,7 @@ pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
     // find out when.
     let flags = BPF_RB_NO_WAKEUP;
     entry.submit(u64::from(flags));
-    increment(&COUNTERS, counter::EVENTS);
+    COUNTERS.increment(t.row, counter::EVENTS);
 }
 
 /// The `struct in6_addr` member of the socket at `*offset`, as its four 32-bit words.

@@ -18,7 +18,7 @@ use tcpmon_common::counter;
 
 use super::{
     descriptors,
-    families::{self, ScrapeInput},
+    families::{self, ProgramRuns, ScrapeInput},
     netns,
     ports::PortTable,
     sock_diag::{self, SocketCounts},
@@ -29,11 +29,14 @@ use crate::{
     tail::agent::hub::Hub,
 };
 
-/// What a scrape changes: the probe's port map, the port table, the eviction high-water mark.
+/// What a scrape changes: the probe's port map, the port table, the eviction and missed-run
+/// high-water marks.
 struct State {
     probe: Probe,
     ports: PortTable,
     evicted: u64,
+    /// The highest `tcpmon_bpf_program_missed_runs_total` reported so far.
+    missed: u64,
     /// How long the previous collection took.
     last_collect_seconds: f64,
 }
@@ -79,6 +82,7 @@ impl ProbeCollector {
                 probe,
                 ports,
                 evicted: 0,
+                missed: 0,
                 last_collect_seconds: 0.0,
             }),
             netns,
@@ -125,13 +129,17 @@ impl ProbeCollector {
         // deletes after, so `inserts - deletes - live` never exceeds the true count; keeping
         // the maximum makes it monotonic, and it is exact whenever no socket changes state
         // during the scrape.
+        let program = state.probe.program_stats()?;
         let inserts = state.probe.counters()?[counter::TRACKED_INSERTS as usize];
         let tracked = state.probe.tracked_sockets()?;
         let snapshot = state.probe.snapshot()?;
         let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
         let estimate = inserts.saturating_sub(deletes).saturating_sub(tracked);
         state.evicted = state.evicted.max(estimate);
-        let program = state.probe.program_stats()?;
+        let mut program = ProgramRuns::of(program, snapshot.counters[counter::COVERED as usize]);
+        // Never backwards: a later scrape can only find more of the truth.
+        program.missed = program.missed.map(|m| m.max(state.missed));
+        state.missed = program.missed.unwrap_or(0);
         let families = families::build(&ScrapeInput {
             snapshot: &snapshot,
             ports: &state.ports,

@@ -139,7 +139,21 @@ pub const PROGRAM_RUN_SECONDS: FamilyDesc = FamilyDesc {
 
 pub const PROGRAM_MISSED_RUNS: FamilyDesc = FamilyDesc {
     name: "tcpmon_bpf_program_missed_runs_total",
-    help: "Transitions the kernel did not run the program for because the run would have nested in its own run on that CPU (recursion misses): transitions tcpmon did not count.",
+    help: "Transitions tcpmon did not count: the kernel skipped the program's run (it would have nested in its own run on that CPU) and the cover program did not count the transition instead.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+pub const PROGRAM_COVERED_RUNS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_bpf_program_covered_runs_total",
+    help: "Transitions the kernel skipped the program's run for (it would have nested in its own run on that CPU) that the cover program counted instead.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
+pub const SOCKET_MAP_BUSY: FamilyDesc = FamilyDesc {
+    name: "tcpmon_tracked_sockets_busy_total",
+    help: "Per-socket map updates the kernel refused because the run they interrupted on the same CPU held the map's lock; the socket's next transitions count as untracked or stale.",
     kind: MetricType::COUNTER,
     labels: &[],
 };
@@ -166,7 +180,7 @@ pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
 };
 
 /// Every family, in exposition order.
-pub const ALL: [&FamilyDesc; 20] = [
+pub const ALL: [&FamilyDesc; 22] = [
     &STATE_TRANSITIONS,
     &STATE_DURATION,
     &STATE_DURATION_UNMEASURED,
@@ -184,6 +198,8 @@ pub const ALL: [&FamilyDesc; 20] = [
     &PROGRAM_RUNS,
     &PROGRAM_RUN_SECONDS,
     &PROGRAM_MISSED_RUNS,
+    &PROGRAM_COVERED_RUNS,
+    &SOCKET_MAP_BUSY,
     &BPF_STATS_ENABLED,
     &SCRAPE_COLLECT_DURATION,
     &SCRAPE_ERRORS,

@@ -23,6 +23,30 @@ const SIDE_LABELS: [&str; side::SLOTS as usize] = ["client", "server"];
 const INITIATOR_LABELS: [&str; teardown::INITIATORS as usize] = ["local", "remote", "simultaneous"];
 const KIND_LABELS: [&str; teardown::KINDS as usize] = ["fin", "reset"];
 
+/// The program's runs, as the main program and its cover together report them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// The main program's runs: one per transition it ran for.
+    pub runs: u64,
+    /// Time spent in both programs: what tcpmon costs the kernel.
+    pub run_time_ns: u64,
+    /// Transitions neither counted; `None` where the kernel does not report its skips.
+    pub missed: Option<u64>,
+}
+
+impl ProgramRuns {
+    /// From the two programs' statistics, read before `covered` (the cover's count, from the
+    /// snapshot): a skip counted after the stats were read may already be covered, so the
+    /// difference can only fall short of the truth, never exceed it.
+    pub fn of([main, cover]: [ProgramStats; 2], covered: u64) -> ProgramRuns {
+        ProgramRuns {
+            runs: main.run_count,
+            run_time_ns: main.run_time_ns + cover.run_time_ns,
+            missed: main.recursion_misses.map(|m| m.saturating_sub(covered)),
+        }
+    }
+}
+
 /// What one scrape reads, besides the kernel maps.
 pub struct ScrapeInput<'a> {
     pub snapshot: &'a Snapshot,
@@ -33,7 +57,7 @@ pub struct ScrapeInput<'a> {
     /// Tail events dropped in userspace because a client was slow.
     pub dropped_slow: u64,
     pub tail_clients: usize,
-    pub program: ProgramStats,
+    pub program: ProgramRuns,
     pub bpf_stats_enabled: bool,
     pub last_collect_seconds: f64,
 }
@@ -68,14 +92,16 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             counter(&[("reason", "client_slow")], input.dropped_slow as f64),
         ]),
         family::TAIL_CLIENTS.with(vec![gauge(&[], input.tail_clients as f64)]),
-        family::PROGRAM_RUNS.with(vec![counter(&[], p.run_count as f64)]),
+        family::PROGRAM_RUNS.with(vec![counter(&[], p.runs as f64)]),
         family::PROGRAM_RUN_SECONDS.with(vec![counter(&[], p.run_time_ns as f64 / 1e9)]),
         // Absent, not 0, where the kernel does not count them (before Linux 5.12).
         family::PROGRAM_MISSED_RUNS.with(
-            p.recursion_misses
-                .map(|misses| vec![counter(&[], misses as f64)])
+            p.missed
+                .map(|missed| vec![counter(&[], missed as f64)])
                 .unwrap_or_default(),
         ),
+        family::PROGRAM_COVERED_RUNS.with(vec![counter(&[], c(counter::COVERED))]),
+        family::SOCKET_MAP_BUSY.with(vec![counter(&[], c(counter::SOCKET_MAP_BUSY))]),
         family::BPF_STATS_ENABLED.with(vec![gauge(
             &[],
             f64::from(u8::from(input.bpf_stats_enabled)),

@@ -4,6 +4,36 @@ use tcpmon_common::{handshake, side, tcp_state, teardown, DWELL_BUCKETS, TRANSIT
 use super::*;
 use crate::probe::prog_stats::ProgramStats;
 
+/// Missed runs are the main program's skips less the cover's counts; run time is both
+/// programs' time, runs the main program's.
+#[test]
+fn program_runs_combine_the_main_program_and_its_cover() {
+    let main = ProgramStats {
+        run_time_ns: 700,
+        run_count: 10,
+        recursion_misses: Some(3),
+    };
+    let cover = ProgramStats {
+        run_time_ns: 100,
+        run_count: 13,
+        recursion_misses: Some(0),
+    };
+    let runs = ProgramRuns::of([main, cover], 2);
+    assert_eq!(
+        runs,
+        ProgramRuns {
+            runs: 10,
+            run_time_ns: 800,
+            missed: Some(1)
+        }
+    );
+    let old_kernel = ProgramStats {
+        recursion_misses: None,
+        ..main
+    };
+    assert_eq!(ProgramRuns::of([old_kernel, cover], 0).missed, None);
+}
+
 fn empty_snapshot() -> Snapshot {
     Snapshot {
         transitions: vec![0; TRANSITION_SLOTS as usize],
@@ -24,10 +54,10 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
         evicted: 1,
         dropped_slow: 5,
         tail_clients: 2,
-        program: ProgramStats {
+        program: ProgramRuns {
+            runs: 10,
             run_time_ns: 1_500_000_000,
-            run_count: 10,
-            recursion_misses: Some(0),
+            missed: Some(0),
         },
         bpf_stats_enabled: false,
         last_collect_seconds: 0.002,
@@ -119,6 +149,8 @@ fn bookkeeping_series_are_always_present() {
         "tcpmon_bpf_program_runs_total 10\n",
         "tcpmon_bpf_program_run_seconds_total 1.5\n",
         "tcpmon_bpf_program_missed_runs_total 0\n",
+        "tcpmon_bpf_program_covered_runs_total 0\n",
+        "tcpmon_tracked_sockets_busy_total 0\n",
         "tcpmon_bpf_stats_enabled 0\n",
         "tcpmon_scrape_collect_duration_seconds 0.002\n",
         "tcpmon_events_dropped_total{reason=\"ringbuf_full\"} 0\n",
@@ -155,10 +187,10 @@ fn series_labels_match_their_descriptors() {
         evicted: 1,
         dropped_slow: 1,
         tail_clients: 1,
-        program: ProgramStats {
+        program: ProgramRuns {
+            runs: 1,
             run_time_ns: 1,
-            run_count: 1,
-            recursion_misses: Some(1),
+            missed: Some(1),
         },
         bpf_stats_enabled: true,
         last_collect_seconds: 0.1,

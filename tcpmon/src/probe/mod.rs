@@ -16,8 +16,8 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
-    counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, PROGRAM_NAME,
-    TRANSITION_SLOTS,
+    counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, COVER_PROGRAM_NAME,
+    PROGRAM_NAME, TRANSITION_SLOTS,
 };
 
 use self::{
@@ -188,32 +188,28 @@ impl Probe {
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| Error::Load(format!("program {PROGRAM_NAME} missing from object")))?
-            .try_into()
-            .map_err(|e| Error::Load(format!("{e:#}")))?;
-        program
-            .load(TRACEPOINT_NAME, &btf)
-            .map_err(|e| Error::Load(format!("verifier: {e:#}")))?;
+        // The main program first: the kernel runs a tracepoint's programs in the order they
+        // were attached, and the cover must run after it for every transition.
+        let program_id = attach(&mut ebpf, PROGRAM_NAME, &btf)?;
+        attach(&mut ebpf, COVER_PROGRAM_NAME, &btf)?;
         drop(btf);
-        program
-            .attach()
-            .map_err(|e| Error::Load(format!("attach: {e:#}")))?;
-        let program_id = program
-            .info()
-            .map_err(|e| Error::Load(format!("program info: {e:#}")))?
-            .id();
         Ok(Probe { ebpf, program_id })
     }
 
-    /// Run count, run time and recursion misses of the attached program.
-    pub fn program_stats(&self) -> Result<ProgramStats, Error> {
+    /// Run count, run time and recursion misses of the main program and of its cover.
+    pub fn program_stats(&self) -> Result<[ProgramStats; 2], Error> {
+        Ok([
+            self.stats_of(PROGRAM_NAME)?,
+            self.stats_of(COVER_PROGRAM_NAME)?,
+        ])
+    }
+
+    fn stats_of(&self, name: &'static str) -> Result<ProgramStats, Error> {
         let stats_error = |cause: String| Error::ProgramStats { cause };
         let program: &BtfTracePoint = self
             .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or_else(|| stats_error(format!("program {PROGRAM_NAME} missing")))?
+            .program(name)
+            .ok_or_else(|| stats_error(format!("program {name} missing")))?
             .try_into()
             .map_err(|e| stats_error(format!("{e:#}")))?;
         let fd = program
@@ -244,23 +240,28 @@ impl Probe {
         move |cause| map_error(name, "read", cause)
     }
 
+    /// A per-CPU array of counters, summed over CPUs and rows (see `tcpmon_common::maps`).
     fn counters_of(&self, name: &'static str, slots: u32) -> Result<Vec<u64>, Error> {
-        let per_cpu = map_batch::per_cpu_array::<u64>(self.map_data(name)?, slots)
+        let per_cpu = map_batch::per_cpu_array::<u64>(self.map_data(name)?, maps::ROWS * slots)
             .map_err(Self::read_error(name))?;
-        Ok(per_cpu.iter().map(|v| v.iter().sum()).collect())
+        let mut totals = vec![0u64; slots as usize];
+        for (index, cpus) in per_cpu.iter().enumerate() {
+            totals[index % slots as usize] += cpus.iter().sum::<u64>();
+        }
+        Ok(totals)
     }
 
+    /// A per-CPU array of histograms, merged over CPUs and rows.
     fn histograms_of(&self, name: &'static str, slots: u32) -> Result<Vec<DwellHistogram>, Error> {
-        let per_cpu = map_batch::per_cpu_array::<DwellHistogram>(self.map_data(name)?, slots)
-            .map_err(Self::read_error(name))?;
-        Ok(per_cpu
-            .iter()
-            .map(|cpus| {
-                let mut total = histogram::empty();
-                cpus.iter().for_each(|h| histogram::merge(&mut total, h));
-                total
-            })
-            .collect())
+        let per_cpu =
+            map_batch::per_cpu_array::<DwellHistogram>(self.map_data(name)?, maps::ROWS * slots)
+                .map_err(Self::read_error(name))?;
+        let mut totals = vec![histogram::empty(); slots as usize];
+        for (index, cpus) in per_cpu.iter().enumerate() {
+            let total = &mut totals[index % slots as usize];
+            cpus.iter().for_each(|h| histogram::merge(total, h));
+        }
+        Ok(totals)
     }
 
     /// The bookkeeping counters alone, indexed by the `COUNTER_*` constants.
@@ -330,6 +331,25 @@ impl Probe {
 }
 
 /// A failed operation on one of the program's maps, named.
+/// Loads program `name` of the object for the tracepoint and attaches it; returns its id.
+fn attach(ebpf: &mut Ebpf, name: &'static str, btf: &AyaBtf) -> Result<u32, Error> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Load(format!("program {name} missing from object")))?
+        .try_into()
+        .map_err(|e| Error::Load(format!("{e:#}")))?;
+    program
+        .load(TRACEPOINT_NAME, btf)
+        .map_err(|e| Error::Load(format!("verifier: {e:#}")))?;
+    program
+        .attach()
+        .map_err(|e| Error::Load(format!("attach: {e:#}")))?;
+    Ok(program
+        .info()
+        .map_err(|e| Error::Load(format!("program info: {e:#}")))?
+        .id())
+}
+
 fn map_error(map: &'static str, op: &'static str, cause: impl std::fmt::Display) -> Error {
     Error::Map {
         map,

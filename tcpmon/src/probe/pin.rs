@@ -44,14 +44,14 @@ pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 8] {
         kind: MapType::PerCpuArray,
         key_size: 4,
         value_size: 8,
-        max_entries: slots,
+        max_entries: maps::ROWS * slots,
     };
     let histograms = |name, slots| MapShape {
         name,
         kind: MapType::PerCpuArray,
         key_size: 4,
         value_size: size_of::<DwellHistogram>() as u32,
-        max_entries: slots,
+        max_entries: maps::ROWS * slots,
     };
     [
         counters(maps::TRANSITIONS, TRANSITION_SLOTS),

@@ -171,10 +171,12 @@ pub mod maps {
     pub const HANDSHAKE_DURATION: &str = "HANDSHAKE_DURATION";
     /// Per-CPU `u64` per (port slot, initiator, kind); see `teardown::index`.
     pub const TEARDOWNS: &str = "TEARDOWNS";
-    /// Ring buffer of [`TailEvent`](crate::TailEvent)s, written only while [`TAIL_SWITCH`] is on.
+    /// Ring buffer of [`TailEvent`](crate::TailEvent)s, written only for transitions that
+    /// [`TAIL_FILTER`] selects.
     pub const EVENTS: &str = "EVENTS";
-    /// One-slot array; non-zero while a `tcpmon tail` client is connected.
-    pub const TAIL_SWITCH: &str = "TAIL_SWITCH";
+    /// One-slot array of [`TailFilter`](crate::TailFilter): the union of the connected `tcpmon
+    /// tail` clients' filters.
+    pub const TAIL_FILTER: &str = "TAIL_FILTER";
     /// Size of [`EVENTS`] in bytes (a power of two): about 43,000 events.
     pub const EVENTS_RING_BYTES: u32 = 4 << 20;
     /// Default capacity of [`SOCKETS`]: live TCP sockets tracked at once (TIME_WAIT is not

@@ -54,12 +54,47 @@ const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
 /// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
 pub const DWELL_UNKNOWN: u64 = u64::MAX;
 
+/// Client filters a [`TailFilter`] holds; more are merged into one coarser rule.
+pub const TAIL_FILTER_RULES: usize = 4;
+/// Ports a [`TailRule`] holds; a client filter with more selects every port.
+pub const TAIL_RULE_PORTS: usize = 8;
+
+/// What the program writes to the ring buffer: the union of the connected tail clients'
+/// filters, one rule per client, so that events no client wants are never written (each
+/// client's own filter, addresses, states and pids included, is applied exactly in the agent).
+/// Written by the agent whenever a client comes or goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TailFilter {
+    /// How many of `rules` are set; 0 while no client is connected.
+    pub rule_count: u32,
+    pub _pad: u32,
+    /// A transition is written if any rule selects it.
+    pub rules: [TailRule; TAIL_FILTER_RULES],
+}
+const _: () = assert!(core::mem::size_of::<TailFilter>() == 104);
+
+/// One client's port and family filter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TailRule {
+    /// A bit per family slot (bit 0 AF_INET, bit 1 AF_INET6); 0 selects every family.
+    pub families: u32,
+    /// How many of `ports` are set; 0 selects every port.
+    pub port_count: u32,
+    /// Selected if the local or the remote port is one of these.
+    pub ports: [u16; TAIL_RULE_PORTS],
+}
+const _: () = assert!(core::mem::size_of::<TailRule>() == 24);
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both types are #[repr(C)], made only of integers, with explicit padding.
+    // SAFETY: these types are #[repr(C)], made only of integers, with explicit padding.
     unsafe impl aya::Pod for crate::DwellHistogram {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::SocketEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::TailEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::TailFilter {}
 }

@@ -6,7 +6,7 @@
 //! handshake and teardown counters and handshake-time histograms per service port, and a
 //! per-socket LRU map holding when each socket entered its current state; the agent reads the
 //! maps when Prometheus scrapes. Only while a `tcpmon tail` client is connected does it also
-//! write one event per transition to a ring buffer (`tail`).
+//! write one event per transition the clients' filters may want to a ring buffer (`tail`).
 //!
 //! The object holds two programs on the tracepoint: the main one, and its cover, which counts
 //! the transitions the kernel did not run the main one for (`reentry`).
@@ -109,7 +109,7 @@ fn account(t: &Transition) -> u64 {
     if let Some(index) = transition_index(t.family_slot, t.old as u32, t.new as u32) {
         TRANSITIONS.increment(t.row, index);
     }
-    let tail = tail::is_on();
+    let tail = tail::wanted(t);
     // A same-state event (shutdown then close) is a transition but ends nothing and never
     // restarts a timer.
     let tracked = if t.old != t.new {

@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use tcpmon_common::{
     counter, dwell_bucket, handshake, maps, port, tcp_state, teardown, DwellHistogram, SocketEntry,
-    TRANSITION_SLOTS,
+    TailFilter, TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -54,13 +54,13 @@ static TEARDOWNS_MAP: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(maps::ROWS * teardown::SLOTS, 0);
 pub static TEARDOWNS: Counters = Counters::new(&TEARDOWNS_MAP, teardown::SLOTS);
 
-/// Tail events for `tcpmon tail`, written only while TAIL_SWITCH is on.
+/// Tail events for `tcpmon tail`, written only for transitions TAIL_FILTER selects.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(maps::EVENTS_RING_BYTES, 0);
 
-/// Slot 0 is non-zero while a tail client is connected; written by the agent.
+/// The union of the connected tail clients' filters; written by the agent.
 #[map]
-pub static TAIL_SWITCH: Array<u32> = Array::with_max_entries(1, 0);
+pub static TAIL_FILTER: Array<TailFilter> = Array::with_max_entries(1, 0);
 
 /// Which row of the per-CPU arrays a run updates (see `tcpmon_common::maps`): the kernel
 /// never runs a program nested in itself more than one level deep on one CPU (process context,

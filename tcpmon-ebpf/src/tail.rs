@@ -1,23 +1,61 @@
-//! Tail events: one per transition while a `tcpmon tail` client is connected, with the process
-//! that owns the socket carried from the transitions that run in its context.
+//! Tail events: one per transition that a connected `tcpmon tail` client may want, with the
+//! process that owns the socket carried from the transitions that run in its context.
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
 };
-use tcpmon_common::{counter, tcp_state, SocketEntry, TailEvent, AF_INET, DWELL_UNKNOWN};
+use tcpmon_common::{counter, tcp_state, SocketEntry, TailEvent, TailRule, AF_INET, DWELL_UNKNOWN};
 
 use crate::{
     accounting::Tracked,
     config::{SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET},
     kernel::{sock_field, sock_field_at},
-    maps::{COUNTERS, EVENTS, SOCKETS, TAIL_SWITCH},
+    maps::{COUNTERS, EVENTS, SOCKETS, TAIL_FILTER},
     Transition,
 };
 
-/// Whether a tail client is connected.
+/// Whether a connected tail client may want this transition: one of the clients' rules (its
+/// port and family filter) selects it. Checked before anything is done for the tail, so an
+/// incident tail filtered to one port costs the other ports almost nothing.
 #[inline(always)]
-pub fn is_on() -> bool {
-    TAIL_SWITCH.get(0).is_some_and(|on| *on != 0)
+pub fn wanted(t: &Transition) -> bool {
+    let Some(filter) = TAIL_FILTER.get(0) else {
+        return false;
+    };
+    let count = filter.rule_count as usize;
+    if count == 0 {
+        return false;
+    }
+    let local = crate::local_port(t);
+    for (i, rule) in filter.rules.iter().enumerate() {
+        if i >= count {
+            break;
+        }
+        if selects(rule, t, local) {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn selects(rule: &TailRule, t: &Transition, local: u16) -> bool {
+    if rule.families != 0 && rule.families & (1 << t.family_slot) == 0 {
+        return false;
+    }
+    let count = rule.port_count as usize;
+    if count == 0 {
+        return true;
+    }
+    for (i, &port) in rule.ports.iter().enumerate() {
+        if i >= count {
+            break;
+        }
+        if port == local || port == t.dport {
+            return true;
+        }
+    }
+    false
 }
 
 /// The process a socket belongs to, as far as the program knows.

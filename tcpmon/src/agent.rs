@@ -46,14 +46,14 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let _socket_file = tail_server::SocketFile(options.tail_socket.clone());
     let mut probe = startup::load_probe(netns, options.max_tracked_sockets, pins)?;
     let program_id = probe.program_id();
-    let (ring, switch) = probe.take_tail_maps()?;
+    let (ring, kernel_filter) = probe.take_tail_maps()?;
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
         .map_err(Error::Ports)?;
     // Loaded, attached, bound: from here on the agent needs only what its scrapes use.
     capabilities::drop_privileges(user.as_ref())?;
 
     runtime()?.block_on(async {
-        let hub = Hub::start(ring, switch);
+        let hub = Hub::start(ring, kernel_filter);
         let collector =
             ProbeCollector::new(probe, ports, options.netns.clone(), Arc::clone(&hub))?;
         let registry = Registry::new();

@@ -48,10 +48,10 @@ enum Task {
     /// Benchmark tcpmon against no tracing, tcpstates and bpftrace; writes docs/BENCHMARKS.md.
     Bench {
         /// How long each storm runs.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 1)]
         seconds: u64,
         /// Interleaved pairs of runs (without tracing, with the contender) per measurement.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 12)]
         rounds: usize,
         /// Measure only this contender (repeatable); prints the results and leaves
         /// docs/BENCHMARKS.md unchanged. For trying out a change.

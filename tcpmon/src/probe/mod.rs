@@ -16,8 +16,8 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
-    counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, COVER_PROGRAM_NAME,
-    PROGRAM_NAME, TRANSITION_SLOTS,
+    counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, TailFilter,
+    COVER_PROGRAM_NAME, PROGRAM_NAME, TRANSITION_SLOTS,
 };
 
 use self::{
@@ -289,19 +289,21 @@ impl Probe {
             .map_err(Self::read_error(maps::SOCKETS))
     }
 
-    /// Takes the tail's maps out of the probe: the ring buffer of events and the switch that
-    /// turns it on. Call once, before the probe is shared.
-    pub fn take_tail_maps(&mut self) -> Result<(RingBuf<MapData>, Array<MapData, u32>), Error> {
+    /// Takes the tail's maps out of the probe: the ring buffer of events and the filter that
+    /// selects what the program writes to it. Call once, before the probe is shared.
+    pub fn take_tail_maps(
+        &mut self,
+    ) -> Result<(RingBuf<MapData>, Array<MapData, TailFilter>), Error> {
         let mut take = |name: &'static str| {
             self.ebpf
                 .take_map(name)
                 .ok_or_else(|| map_error(name, "find", "missing from the eBPF object"))
         };
         let events = take(maps::EVENTS)?;
-        let switch = take(maps::TAIL_SWITCH)?;
+        let filter = take(maps::TAIL_FILTER)?;
         Ok((
             RingBuf::try_from(events).map_err(|e| map_error(maps::EVENTS, "open", e))?,
-            Array::try_from(switch).map_err(|e| map_error(maps::TAIL_SWITCH, "open", e))?,
+            Array::try_from(filter).map_err(|e| map_error(maps::TAIL_FILTER, "open", e))?,
         ))
     }
 

@@ -162,6 +162,52 @@ fn each_client_gets_exactly_the_events_its_filter_selects() {
     assert_eq!(scrape.get("tcpmon_events_total"), all as f64);
 }
 
+/// The program writes only what some client's port and family filters may want: traffic on
+/// other ports or of another family never reaches the ring buffer (`tcpmon_events_total`
+/// counts what it wrote), while the counters stay exact.
+#[test]
+fn events_no_client_wants_are_never_written() {
+    require_root();
+    let ns = NetNs::new();
+    let agent = Agent::start_with(&ns, &["--ports", "8080,9090"]);
+    let wanted = connections(9090, Close::ServerFirst, 1);
+    let socket = agent.tail_socket.clone();
+    let ipv6_only = Tail::spawn(&["--socket", &socket, "--family", "inet6", "-o", "json"]);
+    let on_9090 = Tail::spawn(&[
+        "--socket",
+        &socket,
+        "--port",
+        "9090",
+        "-o",
+        "json",
+        "--count",
+        &total(&wanted).to_string(),
+    ]);
+    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 2.0);
+
+    let mut expected = connections(SERVICE_PORT, Close::ClientFirst, 1);
+    expected
+        .listener("inet")
+        .handshakes("inet", N, "9090")
+        .teardowns("inet", N, "9090");
+    let workload = || {
+        workload::connections(V4, SERVICE_PORT, N, Close::ClientFirst);
+        workload::connections(V4, 9090, N, Close::ServerFirst);
+    };
+    assert_exact_in(&agent, &ns, workload, &expected);
+    assert_eq!(
+        transitions(&on_9090.lines_until_exit(), 9090),
+        wanted.transitions
+    );
+    let scrape = agent.scrape();
+    assert_eq!(
+        scrape.get("tcpmon_events_total"),
+        total(&wanted) as f64,
+        "only the transitions on port 9090 were written"
+    );
+    drop(ipv6_only);
+}
+
 #[test]
 fn events_name_both_ends_of_the_connection_in_either_family() {
     require_root();

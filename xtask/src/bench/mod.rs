@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: tcpmon against no tracing and against its peers, side by side in one
 //! run, on loopback storms inside a network namespace; writes docs/BENCHMARKS.md.
+pub mod contender;
+pub mod empty_program;
 pub mod harness;
 pub mod report;
 pub mod storm;
@@ -8,117 +10,75 @@ pub mod tail_rate;
 use std::{
     fmt::Write as _,
     net::SocketAddr,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
+pub use self::contender::Contender;
 use self::{
-    harness::{
-        cpu_seconds, metric, peak_rss, program_ids, program_stats, scrape, start_agent, start_tail,
-        NetNs, Process, Sysctl,
-    },
+    contender::{attach, Attached},
+    harness::{cpu_seconds, metric, peak_rss, program_stats, scrape, start_agent, NetNs, Sysctl},
     storm::Workload,
 };
 
 const WORKERS: usize = 2;
-const BPFTRACE: &str =
-    "tracepoint:sock:inet_sock_set_state { @[args->oldstate, args->newstate] = count(); }";
-/// A program that does nothing: what any tool on this classic tracepoint pays before its own
-/// work (the kernel builds the trace record and runs the BPF dispatch for every transition).
-const BPFTRACE_EMPTY: &str = "tracepoint:sock:inet_sock_set_state { }";
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Contender {
-    Tcpmon,
-    TcpmonTail,
-    Tcpstates,
-    Bpftrace,
-    EmptyProgram,
+/// A workload and how it runs: pinned to one CPU in one thread, or in two threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    workload: Workload,
+    pinned: bool,
 }
 
-impl Contender {
-    const ALL: [Contender; 5] = [
-        Contender::Tcpmon,
-        Contender::TcpmonTail,
-        Contender::Tcpstates,
-        Contender::Bpftrace,
-        Contender::EmptyProgram,
+impl Setting {
+    /// The pinned setting first: the one the targets are measured in.
+    const ALL: [Setting; 5] = [
+        Setting::pinned(Workload::ServerFirst),
+        Setting::threads(Workload::ClientFirst),
+        Setting::threads(Workload::ServerFirst),
+        Setting::threads(Workload::Reset),
+        Setting::threads(Workload::Refused),
     ];
 
-    fn name(self) -> &'static str {
-        match self {
-            Contender::Tcpmon => "tcpmon agent",
-            Contender::TcpmonTail => "tcpmon agent + 1 tail client (NDJSON to /dev/null)",
-            Contender::Tcpstates => "libbpf-tools tcpstates (to /dev/null)",
-            Contender::Bpftrace => "bpftrace, transitions counted in a map",
-            Contender::EmptyProgram => "bpftrace, empty program (the tracepoint's own cost)",
+    const fn pinned(workload: Workload) -> Setting {
+        Setting {
+            workload,
+            pinned: true,
+        }
+    }
+
+    const fn threads(workload: Workload) -> Setting {
+        Setting {
+            workload,
+            pinned: false,
+        }
+    }
+
+    fn name(self) -> String {
+        if self.pinned {
+            format!("1 CPU, {}", self.workload.name())
+        } else {
+            format!("{WORKERS} threads, {}", self.workload.name())
+        }
+    }
+
+    fn storm(self, ns: &NetNs, duration: Duration) -> anyhow::Result<u64> {
+        if self.pinned {
+            storm::run_pinned(&ns.path(), duration, self.workload)
+        } else {
+            storm::run(&ns.path(), WORKERS, duration, self.workload)
         }
     }
 }
 
-/// A contender attached: its processes, its programs, and the agent's address if it has one.
-struct Attached {
-    processes: Vec<Process>,
-    programs: Vec<u32>,
-    agent: Option<SocketAddr>,
-}
-
-fn attach(contender: Contender) -> anyhow::Result<Attached> {
-    let before = program_ids()?;
-    let quiet = |program: &str, args: &[&str]| -> anyhow::Result<Process> {
-        Ok(Process(
-            Command::new(program)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {program}"))?,
-        ))
-    };
-    let (processes, agent) = match contender {
-        Contender::Tcpmon => {
-            let (agent, _, addr) = start_agent(&[])?;
-            (vec![agent], Some(addr))
-        }
-        Contender::TcpmonTail => {
-            let (agent, _, addr) = start_agent(&[])?;
-            let tail = start_tail(addr)?;
-            // Dropped in order: the client first, so it does not report the agent gone.
-            (vec![tail, agent], Some(addr))
-        }
-        Contender::Tcpstates => (vec![quiet("tcpstates", &[])?], None),
-        Contender::Bpftrace => (vec![quiet("bpftrace", &["-e", BPFTRACE])?], None),
-        Contender::EmptyProgram => (vec![quiet("bpftrace", &["-e", BPFTRACE_EMPTY])?], None),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let programs: Vec<u32> = program_ids()?
-            .into_iter()
-            .filter(|id| !before.contains(id))
-            .collect();
-        if !programs.is_empty() {
-            // bpftrace and tcpstates print nothing when ready: give them a moment to attach.
-            std::thread::sleep(Duration::from_millis(500));
-            return Ok(Attached {
-                processes,
-                programs,
-                agent,
-            });
-        }
-        if Instant::now() > deadline {
-            bail!("{} loaded no program", contender.name());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Totals of one contender on one workload over all rounds.
+/// One contender in one setting.
 #[derive(Default)]
 struct Totals {
-    baseline: u64,
-    connections: u64,
+    /// Connections with the contender over connections without, one per interleaved pair.
+    ratios: Vec<f64>,
+    /// From the run with `kernel.bpf_stats_enabled=1`.
     run_time_ns: u64,
     runs: u64,
     cpu_seconds: f64,
@@ -126,15 +86,42 @@ struct Totals {
     tail_lost: f64,
 }
 
+/// Median and quartiles of `values`.
+fn quartiles(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v.get(((v.len() - 1) as f64 * q).round() as usize).copied();
+    (
+        at(0.5).unwrap_or(0.0),
+        at(0.25).unwrap_or(0.0),
+        at(0.75).unwrap_or(0.0),
+    )
+}
+
+/// Connection rates with `kernel.bpf_stats_enabled=0` (the stats' two clock reads per run
+/// cost every contender 20-60 ns), in `rounds` interleaved pairs (no tracing, then the
+/// contender, attached for its run only), so that drift cancels out; then one run with the
+/// stats on for the kernel's ns per transition and the contender's CPU.
 fn measure(
     ns: &NetNs,
-    workload: Workload,
+    setting: Setting,
     contender: Contender,
     duration: Duration,
-    totals: &mut Totals,
-) -> anyhow::Result<()> {
-    // A then B: no tracing, then the contender, so drift between runs cancels out.
-    totals.baseline += storm::run(&ns.path(), WORKERS, duration, workload)?;
+    rounds: usize,
+) -> anyhow::Result<Totals> {
+    let mut totals = Totals::default();
+    {
+        let _off = Sysctl::set(STATS_SYSCTL, "0")?;
+        for _ in 0..rounds {
+            let baseline = setting.storm(ns, duration)?;
+            let attached = attach(contender)?;
+            let traced = setting.storm(ns, duration)?;
+            totals.tail_lost += tail_lost(contender, &attached)?;
+            drop(attached);
+            totals.ratios.push(traced as f64 / baseline.max(1) as f64);
+        }
+    }
+    let _on = Sysctl::set(STATS_SYSCTL, "1")?;
     let attached = attach(contender)?;
     let cpu = |a: &Attached| {
         a.processes
@@ -144,23 +131,30 @@ fn measure(
     };
     let (time0, runs0) = program_stats(&attached.programs)?;
     let cpu0 = cpu(&attached);
-    totals.connections += storm::run(&ns.path(), WORKERS, duration, workload)?;
+    setting.storm(ns, duration)?;
     let (time1, runs1) = program_stats(&attached.programs)?;
-    totals.cpu_seconds += cpu(&attached) - cpu0;
-    totals.run_time_ns += time1 - time0;
-    totals.runs += runs1 - runs0;
-    for p in &attached.processes {
-        totals.peak_rss = totals.peak_rss.max(peak_rss(p.pid()));
-    }
-    if let (Contender::TcpmonTail, Some(agent)) = (contender, attached.agent) {
-        std::thread::sleep(Duration::from_secs(1)); // let the client drain
-        totals.tail_lost +=
-            metric(
-                agent,
-                "tcpmon_events_dropped_total{reason=\"ringbuf_full\"}",
-            )? + metric(agent, "tcpmon_events_dropped_total{reason=\"client_slow\"}")?;
-    }
-    Ok(())
+    totals.cpu_seconds = cpu(&attached) - cpu0;
+    totals.run_time_ns = time1 - time0;
+    totals.runs = runs1 - runs0;
+    totals.peak_rss = attached
+        .processes
+        .iter()
+        .map(|p| peak_rss(p.pid()))
+        .max()
+        .unwrap_or(0);
+    Ok(totals)
+}
+
+/// Tail events the agent lost during a run (0 without a tail client).
+fn tail_lost(contender: Contender, attached: &Attached) -> anyhow::Result<f64> {
+    let Some(agent) = attached.agent.filter(|_| contender.has_tail()) else {
+        return Ok(0.0);
+    };
+    std::thread::sleep(Duration::from_secs(1)); // let the client drain
+    Ok(metric(
+        agent,
+        "tcpmon_events_dropped_total{reason=\"ringbuf_full\"}",
+    )? + metric(agent, "tcpmon_events_dropped_total{reason=\"client_slow\"}")?)
 }
 
 /// Scrape latencies (p50, p99) in seconds over `n` scrapes.
@@ -180,13 +174,12 @@ fn scrape_latency(agent: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)> {
 /// has every contender.
 pub fn run(duration: Duration, rounds: usize, only: &[Contender]) -> anyhow::Result<()> {
     let ns = NetNs::new()?;
-    let _stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
     let contenders = if only.is_empty() {
         &Contender::ALL[..]
     } else {
         only
     };
-    let results = measure_all(&ns, contenders, duration, rounds)?;
+    let results = measure_all(&ns, &Setting::ALL, contenders, duration, rounds)?;
     if !only.is_empty() {
         return Ok(());
     }
@@ -197,22 +190,21 @@ pub fn run(duration: Duration, rounds: usize, only: &[Contender]) -> anyhow::Res
     Ok(())
 }
 
-/// The whole benchmark in one short round, without touching docs/BENCHMARKS.md: part of the
-/// test suite, so that a change that breaks the benchmark or a contender fails there. Every
-/// contender must have run its programs and let connections through.
+/// The whole benchmark in one short round of two settings, without touching
+/// docs/BENCHMARKS.md: part of the test suite, so that a change that breaks the benchmark or a
+/// contender fails there. Every contender must have run its programs and let connections
+/// through.
 pub fn smoke() -> anyhow::Result<()> {
     let ns = NetNs::new()?;
-    let _stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
     let duration = Duration::from_secs(1);
-    let results = measure_all(&ns, &Contender::ALL, duration, 1)?;
-    for (workload, contender, totals) in &results {
-        if totals.baseline == 0 || totals.connections == 0 || totals.runs == 0 {
+    let results = measure_all(&ns, &Setting::ALL[..2], &Contender::ALL, duration, 1)?;
+    for (setting, contender, totals) in &results {
+        if totals.ratios.iter().any(|r| *r <= 0.0) || totals.runs == 0 {
             bail!(
-                "bench smoke: {} / {}: {} connections untraced, {} traced, {} program runs",
-                workload.name(),
+                "bench smoke: {} / {}: ratios {:?}, {} program runs",
+                setting.name(),
                 contender.name(),
-                totals.baseline,
-                totals.connections,
+                totals.ratios,
                 totals.runs
             );
         }
@@ -222,29 +214,27 @@ pub fn smoke() -> anyhow::Result<()> {
     Ok(())
 }
 
-type Results = Vec<(Workload, Contender, Totals)>;
+type Results = Vec<(Setting, Contender, Totals)>;
 
 fn measure_all(
     ns: &NetNs,
+    settings: &[Setting],
     contenders: &[Contender],
     duration: Duration,
     rounds: usize,
 ) -> anyhow::Result<Results> {
     let mut results = Vec::new();
-    for workload in Workload::ALL {
+    for &setting in settings {
         for &contender in contenders {
-            let mut totals = Totals::default();
-            for _ in 0..rounds {
-                measure(ns, workload, contender, duration, &mut totals)?;
-            }
+            let totals = measure(ns, setting, contender, duration, rounds)?;
+            let (median, low, high) = quartiles(&totals.ratios);
             eprintln!(
-                "bench: {} / {}: {:.3} of baseline, {:.0} ns/transition",
-                workload.name(),
+                "bench: {} / {}: {median:.3} of baseline ({low:.3}-{high:.3}), {:.0} ns/transition",
+                setting.name(),
                 contender.name(),
-                totals.connections as f64 / totals.baseline.max(1) as f64,
                 totals.run_time_ns as f64 / totals.runs.max(1) as f64
             );
-            results.push((workload, contender, totals));
+            results.push((setting, contender, totals));
         }
     }
     Ok(results)
@@ -277,33 +267,36 @@ fn report(
     duration: Duration,
     rounds: usize,
 ) -> anyhow::Result<String> {
+    let settings: Vec<Setting> = Setting::ALL
+        .into_iter()
+        .filter(|s| results.iter().any(|(rs, _, _)| rs == s))
+        .collect();
     let mut r = String::new();
     writeln!(r, "{}", report::machine()?)?;
     writeln!(
         r,
-        "\nEach cell: connections/s with the contender divided by connections/s without tracing, {rounds} interleaved pairs of {} s runs (no tracing, contender, no tracing, ...), {WORKERS} storm threads.\n",
+        "\nEach cell: connections/s with the contender over connections/s without tracing, the median of {rounds} interleaved pairs of {} s runs (no tracing, contender, no tracing, ...) with `kernel.bpf_stats_enabled=0`, and in brackets the quartiles. \"1 CPU\": one thread pinned to one CPU (client, server and their softirqs), the setting of the targets.\n",
         duration.as_secs()
     )?;
     write!(r, "| contender |")?;
-    for w in Workload::ALL {
-        write!(r, " {} |", w.name())?;
+    for s in &settings {
+        write!(r, " {} |", s.name())?;
     }
-    writeln!(r, "\n|---|---|---|---|---|")?;
+    writeln!(r, "\n|---|{}", "---|".repeat(settings.len()))?;
     for c in Contender::ALL {
         write!(r, "| {} |", c.name())?;
-        for w in Workload::ALL {
-            let t = find(results, w, c);
-            write!(
-                r,
-                " {:.3} |",
-                t.connections as f64 / t.baseline.max(1) as f64
-            )?;
+        for s in &settings {
+            let (median, low, high) = quartiles(&find(results, *s, c).ratios);
+            write!(r, " {median:.3} ({low:.2}-{high:.2}) |")?;
         }
         writeln!(r)?;
     }
-    writeln!(r, "\nPer contender, all workloads together:\n")?;
-    writeln!(r, "| contender | kernel ns/transition | CPU s per million transitions | peak RSS | tail events lost |")?;
-    writeln!(r, "|---|---|---|---|---|")?;
+    writeln!(
+        r,
+        "\nPer contender, one run per setting with `kernel.bpf_stats_enabled=1`:\n"
+    )?;
+    writeln!(r, "| contender | kernel ns/transition, 1 CPU | all settings | CPU s per million transitions | peak RSS | tail events lost |")?;
+    writeln!(r, "|---|---|---|---|---|---|")?;
     for c in Contender::ALL {
         let (mut time, mut runs, mut cpu, mut rss, mut lost) = (0, 0, 0.0, 0, 0.0);
         for (_, _, t) in results.iter().filter(|(_, contender, _)| *contender == c) {
@@ -313,15 +306,17 @@ fn report(
             rss = rss.max(t.peak_rss);
             lost += t.tail_lost;
         }
-        let lost = if c == Contender::TcpmonTail {
+        let pinned = find(results, settings[0], c);
+        let lost = if c.has_tail() {
             format!("{lost:.0}")
         } else {
             "-".into()
         };
         writeln!(
             r,
-            "| {} | {:.0} | {:.2} | {:.1} MiB | {lost} |",
+            "| {} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {lost} |",
             c.name(),
+            pinned.run_time_ns as f64 / pinned.runs.max(1) as f64,
             time as f64 / runs.max(1) as f64,
             cpu / (runs.max(1) as f64 / 1e6),
             rss as f64 / (1 << 20) as f64
@@ -345,10 +340,10 @@ fn report(
     Ok(r)
 }
 
-fn find(results: &[(Workload, Contender, Totals)], w: Workload, c: Contender) -> &Totals {
+fn find(results: &Results, s: Setting, c: Contender) -> &Totals {
     results
         .iter()
-        .find(|(rw, rc, _)| *rw == w && *rc == c)
+        .find(|(rs, rc, _)| *rs == s && *rc == c)
         .map(|(_, _, t)| t)
         .expect("every pair measured")
 }

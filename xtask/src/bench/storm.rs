@@ -23,13 +23,6 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
-        Workload::ClientFirst,
-        Workload::ServerFirst,
-        Workload::Reset,
-        Workload::Refused,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Workload::ClientFirst => "client closes first",
@@ -49,6 +42,29 @@ pub fn run(
     workload: Workload,
 ) -> anyhow::Result<u64> {
     paced(netns_path, workers, duration, workload, None)
+}
+
+/// As [`run`] with one thread pinned to the last CPU: client and server, process context and
+/// softirq, all on one CPU, so the rate is that CPU's work per connection and nothing else
+/// (no cross-CPU wake-ups or cache lines). The setting where a few per cent are visible.
+pub fn run_pinned(netns_path: &str, duration: Duration, workload: Workload) -> anyhow::Result<u64> {
+    in_netns(netns_path, || {
+        pin_to_last_cpu()?;
+        storm(duration, workload, None)
+    })
+}
+
+fn pin_to_last_cpu() -> anyhow::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(cpus - 1, &mut set) };
+    // SAFETY: pins this thread only; the set is valid.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// As [`run`], each worker making at most `rate` connections per second when given.

@@ -14,7 +14,7 @@ const WORKERS: usize = 2;
 pub fn run(step: Duration) -> anyhow::Result<()> {
     let ns = NetNs::new()?;
     let (agent, _id, addr) = start_agent(&[])?;
-    let tail = start_tail(addr)?;
+    let tail = start_tail(addr, &[])?;
     let lost = || -> anyhow::Result<f64> {
         Ok(
             metric(addr, "tcpmon_events_dropped_total{reason=\"ringbuf_full\"}")?

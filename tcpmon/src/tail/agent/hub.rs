@@ -10,9 +10,10 @@ use std::sync::{
 };
 
 use aya::maps::{Array, MapData, RingBuf};
-use tcpmon_common::TailEvent;
+use tcpmon_common::{TailEvent, TailFilter};
 use tokio::sync::{mpsc, Notify};
 
+use super::kernel_filter;
 use crate::tail::{event::realtime_offset_ns, filter::Filter};
 
 /// Events queued per subscriber before it starts losing them.
@@ -93,7 +94,8 @@ impl Drop for Subscription {
 pub struct Hub {
     subscribers: Mutex<Vec<Subscriber>>,
     next_id: AtomicU64,
-    switch: Mutex<Array<MapData, u32>>,
+    /// The program's `TAIL_FILTER`: the union of the subscribers' filters.
+    kernel_filter: Mutex<Array<MapData, TailFilter>>,
     /// Wakes the reader when the first subscriber arrives, so it starts polling.
     first_subscriber: Notify,
     /// Events dropped because a subscriber's queue was full (all subscribers).
@@ -105,11 +107,11 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the ring-buffer reader on the current tokio runtime.
-    pub fn start(ring: RingBuf<MapData>, switch: Array<MapData, u32>) -> Arc<Hub> {
+    pub fn start(ring: RingBuf<MapData>, kernel_filter: Array<MapData, TailFilter>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
-            switch: Mutex::new(switch),
+            kernel_filter: Mutex::new(kernel_filter),
             first_subscriber: Notify::new(),
             dropped_slow: AtomicU64::new(0),
             realtime_offset_ns: realtime_offset_ns(),
@@ -132,8 +134,8 @@ impl Hub {
             queued: Arc::clone(&queued),
             missed: Arc::clone(&missed),
         });
+        self.push_filter(&subscribers);
         if subscribers.len() == 1 {
-            self.set_switch(true);
             self.first_subscriber.notify_one();
         }
         Subscription {
@@ -148,9 +150,7 @@ impl Hub {
     fn unsubscribe(&self, id: u64) {
         let mut subscribers = self.lock();
         subscribers.retain(|s| s.id != id);
-        if subscribers.is_empty() {
-            self.set_switch(false);
-        }
+        self.push_filter(&subscribers);
     }
 
     pub fn subscribers(&self) -> usize {
@@ -161,11 +161,13 @@ impl Hub {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Turns the program's event output on or off.
-    fn set_switch(&self, on: bool) {
-        let mut switch = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = switch.set(0, u32::from(on), 0) {
-            eprintln!("tcpmon: tail: cannot switch the event stream: {e}");
+    /// Tells the program which events the subscribers may want (none when there are none).
+    /// Called with the subscriber list locked, so that updates happen in order.
+    fn push_filter(&self, subscribers: &[Subscriber]) {
+        let union = kernel_filter::union(subscribers.iter().map(|s| &s.filter));
+        let mut map = self.kernel_filter.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = map.set(0, union, 0) {
+            eprintln!("tcpmon: tail: cannot update the program's event filter: {e}");
         }
     }
 

@@ -1,5 +1,7 @@
-//! The agent's side of the tail: the ring-buffer reader and fan-out (`hub`), the Unix socket
-//! server (`server`) and the NDJSON wire format it writes (`wire`).
+//! The agent's side of the tail: the ring-buffer reader and fan-out (`hub`), the filter it
+//! pushes to the program (`kernel_filter`), the Unix socket server (`server`) and the NDJSON
+//! wire format it writes (`wire`).
 pub mod hub;
+pub mod kernel_filter;
 pub mod server;
 pub mod wire;

@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use tcpmon_common::{
     counter, handshake, needs_sk_err, outcome, port, side, tcp_state, teardown, Outcome,
-    SocketEntry,
+    SocketEntry, DWELL_UNKNOWN,
 };
 
 use crate::{
@@ -20,7 +20,10 @@ pub struct Tracked {
     /// When the transition was seen (`bpf_ktime_get_ns`), read once for the dwell time and the
     /// tail event; 0 when neither needs it.
     pub now: u64,
-    pub dwell_ns: Option<u64>,
+    /// Time in the old state, or `DWELL_UNKNOWN`. Not an `Option`: the payload of a `None`
+    /// is undefined, and LLVM may copy it from a stack slot never written, which the 5.10
+    /// verifier refuses ("invalid read from stack").
+    pub dwell_ns: u64,
     pub sk_err: i32,
     pub owner: tail::Owner,
 }
@@ -43,7 +46,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
         }
     }
     let entry = SOCKETS.get_ptr_mut(t.sk as u64);
-    let mut dwell_ns = None;
+    let mut dwell_ns = DWELL_UNKNOWN;
     let mut owner = tail::Owner::none();
     // A stale entry (its socket's CLOSE was never seen, and the address now belongs to a new
     // socket starting from CLOSE or LISTEN) describes another socket: start afresh.
@@ -55,7 +58,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
             if entry.state == t.old && !birth {
                 let ns = now.saturating_sub(entry.entered_ns);
                 DWELL.observe(t.row, t.old as u32, ns);
-                dwell_ns = Some(ns);
+                dwell_ns = ns;
             } else {
                 COUNTERS.increment(t.row, counter::STALE_ENTRIES);
                 fresh = birth;
@@ -191,7 +194,7 @@ fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
     // CLOSE -> SYN_SENT, CLOSE -> LISTEN, LISTEN -> SYN_RECV conclude nothing.
     Some(Tracked {
         now,
-        dwell_ns: None,
+        dwell_ns: DWELL_UNKNOWN,
         sk_err: 0,
         owner,
     })
@@ -200,9 +203,10 @@ fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
 /// Records how long an established handshake took: the client's SYN_SENT dwell, or the
 /// server's SYN-ACK -> ACK round trip that the kernel measured into the child's `srtt_us`.
 #[inline(always)]
-fn handshake_time(t: &Transition, result: u32, port_slot: u32, dwell_ns: Option<u64>) {
+fn handshake_time(t: &Transition, result: u32, port_slot: u32, dwell_ns: u64) {
     if result == handshake::CLIENT_ESTABLISHED {
-        match (dwell_ns, handshake::duration_index(port_slot, side::CLIENT)) {
+        let known = (dwell_ns != DWELL_UNKNOWN).then_some(dwell_ns);
+        match (known, handshake::duration_index(port_slot, side::CLIENT)) {
             (Some(ns), Some(index)) => HANDSHAKE_DURATION.observe(t.row, index, ns),
             _ => COUNTERS.increment(t.row, counter::CLIENT_HANDSHAKE_UNTIMED),
         }

@@ -21,7 +21,7 @@ mod reentry;
 mod tail;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
-use tcpmon_common::{tcp_state, transition_index, AF_INET, AF_INET6, IPPROTO_TCP};
+use tcpmon_common::{tcp_state, transition_index, AF_INET, AF_INET6, DWELL_UNKNOWN, IPPROTO_TCP};
 
 use crate::{
     accounting::{track, Tracked},
@@ -122,7 +122,7 @@ fn account(t: &Transition) -> u64 {
             } else {
                 0
             },
-            dwell_ns: None,
+            dwell_ns: DWELL_UNKNOWN,
             sk_err: 0,
             owner: if tail {
                 tail::owner_of(t)

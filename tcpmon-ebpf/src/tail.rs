@@ -137,7 +137,7 @@ pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
     unsafe {
         (*event).ts_ns = tracked.now;
         (*event).skaddr = t.sk as u64;
-        (*event).dwell_ns = tracked.dwell_ns.unwrap_or(DWELL_UNKNOWN);
+        (*event).dwell_ns = tracked.dwell_ns;
         (*event).comm = tracked.owner.comm;
         (*event).pid = tracked.owner.pid;
         (*event).oldstate = t.old;

@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
 };
-use tcpmon_common::{counter, tcp_state, SocketEntry, TailEvent, TailRule, AF_INET, DWELL_UNKNOWN};
+use tcpmon_common::{counter, tcp_state, SocketEntry, TailEvent, TailRule, AF_INET};
 
 use crate::{
     accounting::Tracked,

@@ -31,6 +31,7 @@ use crate::{
     },
     kernel::{read_kernel, sock_field},
     maps::{Row, TRANSITIONS},
+    reentry::Key,
 };
 
 /// One transition, as the tracepoint reports it.
@@ -54,7 +55,7 @@ pub struct Transition {
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if let (Some(t), Some(state)) = (transition(&ctx), reentry::this_cpu()) {
         let now = reentry::accounting(state, |row| account(&Transition { row, ..t }));
-        reentry::push(state, &t, now);
+        reentry::push(state, Key::of(t.sk, t.old, t.new), now);
     }
     0
 }
@@ -63,13 +64,24 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 /// transitions the kernel did not run the main program for (see `reentry`).
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_cover(ctx: BtfTracePointContext) -> i32 {
-    if let (Some(t), Some(state)) = (transition(&ctx), reentry::this_cpu()) {
-        if !reentry::take(state, &t) {
-            reentry::accounting(state, |row| {
-                reentry::count_covered(row);
-                account(&Transition { row, ..t })
-            });
-        }
+    let Some(state) = reentry::this_cpu() else {
+        return 0;
+    };
+    // The top token first: for almost every transition the main program ran, and the cover is
+    // done without reading the socket.
+    let key = Key::of(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    if reentry::take_top(state, key) {
+        return 0;
+    }
+    // A transition the main program filters out leaves no token, and needs no search for one.
+    let Some(t) = transition(&ctx) else {
+        return 0;
+    };
+    if !reentry::take_below(state, key) {
+        reentry::accounting(state, |row| {
+            reentry::count_covered(row);
+            account(&Transition { row, ..t })
+        });
     }
     0
 }

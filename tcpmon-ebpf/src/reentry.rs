@@ -10,7 +10,9 @@
 //! The protocol, per CPU:
 //! - the main program, after accounting a transition, pushes the transition's token (socket
 //!   address and the two states) on a small stack;
-//! - the cover, run next for the same transition, looks for its token from the top down. Found:
+//! - the cover, run next for the same transition, looks for its token from the top down (the
+//!   top first, before it even reads the socket; below only for a transition tcpmon counts,
+//!   that is one that passes the main program's filters). Found:
 //!   the main program ran, so the cover drops the token (and any above it) and is done. Not
 //!   found: the main program was not run for this transition, and the cover accounts it.
 //!
@@ -31,10 +33,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray};
 use tcpmon_common::counter;
 
-use crate::{
-    maps::{Row, COUNTERS},
-    Transition,
-};
+use crate::maps::{Row, COUNTERS};
 
 /// Tokens remembered per CPU: more than the transitions that can be pending at once (a softirq
 /// nested in one process-context run, each of its transitions pushing and popping in turn).
@@ -47,7 +46,7 @@ const TOKEN_LIFETIME_NS: u64 = 100_000_000;
 #[derive(Clone, Copy)]
 struct Token {
     sk: u64,
-    /// `old << 8 | new`, plus one so that no token is 0.
+    /// As in [`Key`]; 0 once taken.
     states: u32,
     _pad: u32,
     /// When it was pushed, or 0 when the run had no clock read.
@@ -67,8 +66,23 @@ pub struct Reentry {
 #[map]
 static REENTRY: PerCpuArray<Reentry> = PerCpuArray::with_max_entries(1, 0);
 
-fn states(t: &Transition) -> u32 {
-    (((t.old as u32) & 0xff) << 8 | ((t.new as u32) & 0xff)) + 1
+/// What a token identifies a transition by: the socket and its two states, read from the
+/// tracepoint's arguments alone (no read of the socket).
+#[derive(Clone, Copy)]
+pub struct Key {
+    sk: u64,
+    /// `old << 8 | new`, plus one so that no key is 0.
+    states: u32,
+}
+
+impl Key {
+    #[inline(always)]
+    pub fn of(sk: *const u8, old: i32, new: i32) -> Key {
+        Key {
+            sk: sk as u64,
+            states: ((old as u32 & 0xff) << 8 | (new as u32 & 0xff)) + 1,
+        }
+    }
 }
 
 /// This CPU's state; `None` only if the map is broken.
@@ -98,12 +112,12 @@ pub fn accounting<R>(state: &mut Reentry, account: impl FnOnce(Row) -> R) -> R {
 
 /// The main program's last step: "this transition was accounted".
 #[inline(always)]
-pub fn push(state: &mut Reentry, t: &Transition, now: u64) {
+pub fn push(state: &mut Reentry, key: Key, now: u64) {
     let top = (state.top.wrapping_add(1)) % DEPTH;
     if let Some(token) = state.tokens.get_mut(top as usize) {
         *token = Token {
-            sk: t.sk as u64,
-            states: states(t),
+            sk: key.sk,
+            states: key.states,
             _pad: 0,
             pushed_ns: now,
         };
@@ -112,20 +126,27 @@ pub fn push(state: &mut Reentry, t: &Transition, now: u64) {
     unsafe { core::ptr::write_volatile(&mut state.top, top) };
 }
 
-/// The cover's question: did the main program account this transition? Takes its token (and
-/// any above it) off the stack if so.
+/// The cover's question, in the common case: is this transition's token on top of the stack
+/// (the main program ran just before)? Takes it off if so.
 #[inline(always)]
-pub fn take(state: &mut Reentry, t: &Transition) -> bool {
-    let (sk, wanted) = (t.sk as u64, states(t));
+pub fn take_top(state: &mut Reentry, key: Key) -> bool {
     let top = state.top % DEPTH;
-    // The common case: the main program ran just before, and its token is on top.
     if let Some(token) = state.tokens.get_mut(top as usize) {
-        if token.sk == sk && token.states == wanted {
+        if token.sk == key.sk && token.states == key.states {
             token.states = 0;
             state.top = top.wrapping_add(DEPTH - 1) % DEPTH;
             return true;
         }
     }
+    false
+}
+
+/// The rest of the question: is the token further down (pushed before transitions that
+/// interrupted the gap between the two programs and whose cover was skipped)? Takes it and
+/// everything above it off if so.
+#[inline(always)]
+pub fn take_below(state: &mut Reentry, key: Key) -> bool {
+    let top = state.top % DEPTH;
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut depth = 1;
@@ -134,8 +155,7 @@ pub fn take(state: &mut Reentry, t: &Transition) -> bool {
         if let Some(token) = state.tokens.get(index as usize) {
             let fresh =
                 token.pushed_ns == 0 || now.saturating_sub(token.pushed_ns) < TOKEN_LIFETIME_NS;
-            if token.sk == sk && token.states == wanted && fresh {
-                // Everything from here up was pushed by runs whose cover was skipped.
+            if token.sk == key.sk && token.states == key.states && fresh {
                 let mut clear = 0;
                 while clear <= depth {
                     let i = top.wrapping_add(DEPTH - clear) % DEPTH;

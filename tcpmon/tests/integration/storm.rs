@@ -24,10 +24,23 @@ const STORM: [(u16, u64, Close); 4] = [
 ];
 const REFUSED: u64 = 40_000;
 
+/// `TCPMON_STORM_DIVISOR` (default 1) divides every count: the kernel matrix runs the storm
+/// with a tenth of the connections, since qemu emulates the guest's CPU in software.
+fn divisor() -> u64 {
+    std::env::var("TCPMON_STORM_DIVISOR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|d| *d >= 1)
+        .unwrap_or(1)
+}
+
 #[test]
 fn every_counter_is_exact_under_a_connection_storm() {
+    let d = divisor();
+    let storm = STORM.map(|(port, n, close)| (port, n / d, close));
+    let refused = REFUSED / d;
     let mut expected = Expected::default();
-    for (port, n, close) in STORM {
+    for (port, n, close) in storm {
         let port = port.to_string();
         expected.listener("inet").handshakes("inet", n, &port);
         match close {
@@ -35,16 +48,16 @@ fn every_counter_is_exact_under_a_connection_storm() {
             _ => expected.teardowns("inet", n, &port),
         };
     }
-    expected.failed_connects("inet", REFUSED, "refused", "other");
-    let total = STORM.iter().map(|(_, n, _)| n).sum::<u64>() + REFUSED;
+    expected.failed_connects("inet", refused, "refused", "other");
+    let total = storm.iter().map(|(_, n, _)| n).sum::<u64>() + refused;
 
     let started = Instant::now();
     let workload = || {
         std::thread::scope(|scope| {
-            for (port, n, close) in STORM {
+            for (port, n, close) in storm {
                 scope.spawn(move || workload::connections(V4, port, n, close));
             }
-            scope.spawn(|| workload::refused_connects(V4, REFUSED));
+            scope.spawn(move || workload::refused_connects(V4, refused));
         })
     };
     let args = ["--ports", "8080,8081,8082,8083"];

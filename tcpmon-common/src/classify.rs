@@ -206,8 +206,8 @@ mod tests {
         );
         assert_eq!(handshake::index(port::SLOTS, 0), None);
         assert_eq!(
-            handshake::duration_index(port::SLOTS - 1, side::SLOTS - 1),
-            Some(handshake::DURATION_SLOTS - 1)
+            handshake::side_index(port::SLOTS - 1, side::SLOTS - 1),
+            Some(handshake::SIDE_SLOTS - 1)
         );
         assert_eq!(
             teardown::index(

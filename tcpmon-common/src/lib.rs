@@ -20,6 +20,10 @@ pub const PROGRAM_NAME: &str = "inet_sock_set_state";
 /// first, that counts the transitions the kernel did not run the first for (a run that would
 /// have nested in its own run on that CPU). See `tcpmon-ebpf/src/reentry.rs`.
 pub const COVER_PROGRAM_NAME: &str = "inet_sock_set_state_cover";
+/// Names of the programs that count handshake retransmissions, each on the tracepoint of the
+/// same name: SYNs a client sends again, and SYN-ACKs a server sends again.
+pub const SYN_RETRANSMIT_PROGRAM_NAME: &str = "tcp_retransmit_skb";
+pub const SYNACK_RETRANSMIT_PROGRAM_NAME: &str = "tcp_retransmit_synack";
 
 /// Address families counted separately: index 0 is AF_INET, 1 is AF_INET6.
 pub const FAMILY_SLOTS: u32 = 2;
@@ -107,9 +111,11 @@ pub mod handshake {
     pub const SERVER_ESTABLISHED: u32 = 5;
     pub const SERVER_RESET: u32 = 6;
     pub const RESULTS: u32 = 7;
-    /// Entries of `maps::HANDSHAKES` and of `maps::HANDSHAKE_DURATION`.
+    /// Entries of `maps::HANDSHAKES`.
     pub const SLOTS: u32 = port::SLOTS * RESULTS;
-    pub const DURATION_SLOTS: u32 = port::SLOTS * side::SLOTS;
+    /// Entries of `maps::HANDSHAKE_DURATION` and of `maps::HANDSHAKE_RETRANSMITS`, indexed by
+    /// [`side_index`].
+    pub const SIDE_SLOTS: u32 = port::SLOTS * side::SLOTS;
 
     #[inline(always)]
     pub fn index(port_slot: u32, result: u32) -> Option<u32> {
@@ -117,7 +123,7 @@ pub mod handshake {
     }
 
     #[inline(always)]
-    pub fn duration_index(port_slot: u32, side: u32) -> Option<u32> {
+    pub fn side_index(port_slot: u32, side: u32) -> Option<u32> {
         (port_slot < port::SLOTS && side < side::SLOTS).then_some(port_slot * side::SLOTS + side)
     }
 }
@@ -169,6 +175,9 @@ pub mod maps {
     pub const HANDSHAKES: &str = "HANDSHAKES";
     /// Per-CPU histogram of handshake times per (port slot, side).
     pub const HANDSHAKE_DURATION: &str = "HANDSHAKE_DURATION";
+    /// Per-CPU `u64` per (port slot, side): SYNs (client) and SYN-ACKs (server) sent again; see
+    /// `handshake::side_index`.
+    pub const HANDSHAKE_RETRANSMITS: &str = "HANDSHAKE_RETRANSMITS";
     /// Per-CPU `u64` per (port slot, initiator, kind); see `teardown::index`.
     pub const TEARDOWNS: &str = "TEARDOWNS";
     /// Ring buffer of [`TailEvent`](crate::TailEvent)s, written only for transitions that

@@ -206,13 +206,13 @@ fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
 fn handshake_time(t: &Transition, result: u32, port_slot: u32, dwell_ns: u64) {
     if result == handshake::CLIENT_ESTABLISHED {
         let known = (dwell_ns != DWELL_UNKNOWN).then_some(dwell_ns);
-        match (known, handshake::duration_index(port_slot, side::CLIENT)) {
+        match (known, handshake::side_index(port_slot, side::CLIENT)) {
             (Some(ns), Some(index)) => HANDSHAKE_DURATION.observe(t.row, index, ns),
             _ => COUNTERS.increment(t.row, counter::CLIENT_HANDSHAKE_UNTIMED),
         }
     } else if result == handshake::SERVER_ESTABLISHED {
         let srtt = read_kernel::<u32>(t.sk as u64, global(&SRTT_OFFSET)).unwrap_or(0);
-        match handshake::duration_index(port_slot, side::SERVER) {
+        match handshake::side_index(port_slot, side::SERVER) {
             // srtt_us holds 8x the RTT in microseconds: 125 ns per unit.
             Some(index) if srtt > 0 => {
                 HANDSHAKE_DURATION.observe(t.row, index, u64::from(srtt) * 125)

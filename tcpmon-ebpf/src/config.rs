@@ -51,3 +51,6 @@ pub static SK_DADDR_OFFSET: u32 = 0;
 pub static SK_V6_RCV_SADDR_OFFSET: u32 = 0;
 #[no_mangle]
 pub static SK_V6_DADDR_OFFSET: u32 = 0;
+/// Offset of `struct sock.__sk_common.skc_state`: the socket's TCP state (a byte).
+#[no_mangle]
+pub static SK_STATE_OFFSET: u32 = 0;

@@ -18,6 +18,7 @@ mod config;
 mod kernel;
 mod maps;
 mod reentry;
+mod retransmits;
 mod tail;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
@@ -93,16 +94,7 @@ fn transition(ctx: &BtfTracePointContext) -> Option<Transition> {
     if sock_field::<u16>(sk, &SK_PROTOCOL_OFFSET) != IPPROTO_TCP {
         return None;
     }
-    let netns = global(&NETNS_FILTER);
-    if netns != 0 && socket_netns(sk) != netns {
-        return None;
-    }
-    let family: u16 = sock_field(sk, &SK_FAMILY_OFFSET);
-    let family_slot = match family {
-        AF_INET => 0,
-        AF_INET6 => 1,
-        _ => return None,
-    };
+    let (family, family_slot) = counted_family(sk)?;
     Some(Transition {
         sk,
         old: ctx.arg(1),
@@ -112,6 +104,22 @@ fn transition(ctx: &BtfTracePointContext) -> Option<Transition> {
         family_slot,
         row: Row::OWN,
     })
+}
+
+/// The socket's family and family slot, if tcpmon counts it: in the namespace asked for, IPv4
+/// or IPv6.
+#[inline(always)]
+pub fn counted_family(sk: *const u8) -> Option<(u16, u32)> {
+    let netns = global(&NETNS_FILTER);
+    if netns != 0 && socket_netns(sk) != netns {
+        return None;
+    }
+    let family: u16 = sock_field(sk, &SK_FAMILY_OFFSET);
+    match family {
+        AF_INET => Some((family, 0)),
+        AF_INET6 => Some((family, 1)),
+        _ => None,
+    }
 }
 
 /// Counts the transition and does the rest of its accounting; returns the clock read it made

@@ -44,9 +44,16 @@ pub static HANDSHAKES: Counters = Counters::new(&HANDSHAKES_MAP, handshake::SLOT
 /// Handshake-time histograms per (port slot, side).
 #[map(name = "HANDSHAKE_DURATION")]
 static HANDSHAKE_DURATION_MAP: PerCpuArray<DwellHistogram> =
-    PerCpuArray::with_max_entries(maps::ROWS * handshake::DURATION_SLOTS, 0);
+    PerCpuArray::with_max_entries(maps::ROWS * handshake::SIDE_SLOTS, 0);
 pub static HANDSHAKE_DURATION: Histograms =
-    Histograms::new(&HANDSHAKE_DURATION_MAP, handshake::DURATION_SLOTS);
+    Histograms::new(&HANDSHAKE_DURATION_MAP, handshake::SIDE_SLOTS);
+
+/// Handshake retransmissions per (port slot, side).
+#[map(name = "HANDSHAKE_RETRANSMITS")]
+static HANDSHAKE_RETRANSMITS_MAP: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(maps::ROWS * handshake::SIDE_SLOTS, 0);
+pub static HANDSHAKE_RETRANSMITS: Counters =
+    Counters::new(&HANDSHAKE_RETRANSMITS_MAP, handshake::SIDE_SLOTS);
 
 /// Teardowns per (port slot, initiator, kind).
 #[map(name = "TEARDOWNS")]

@@ -9,8 +9,9 @@ use anyhow::{bail, Context as _};
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
 /// Debian packages the privileged tests call: (command, package).
-const TEST_TOOLS: [(&str, &str); 5] = [
+const TEST_TOOLS: [(&str, &str); 6] = [
     ("bpftool", "bpftool"),
+    ("nft", "nftables"),
     ("promtool", "prometheus"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),

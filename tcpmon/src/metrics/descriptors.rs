@@ -67,6 +67,13 @@ pub const HANDSHAKE_DURATION_UNMEASURED: FamilyDesc = FamilyDesc {
     labels: &["side"],
 };
 
+pub const HANDSHAKE_RETRANSMITS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_handshake_retransmits_total",
+    help: "Handshake segments sent again: SYNs a client retransmitted (side=client, port=the remote port) and SYN-ACKs a server retransmitted (side=server, port=the listening port).",
+    kind: MetricType::COUNTER,
+    labels: &["side", "port"],
+};
+
 pub const TEARDOWNS: FamilyDesc = FamilyDesc {
     name: "tcpmon_teardowns_total",
     help: "Connections ended, by who closed first (local, remote, simultaneous) and how (fin: the four-way teardown; reset: anything else).",
@@ -180,13 +187,14 @@ pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
 };
 
 /// Every family, in exposition order.
-pub const ALL: [&FamilyDesc; 22] = [
+pub const ALL: [&FamilyDesc; 23] = [
     &STATE_TRANSITIONS,
     &STATE_DURATION,
     &STATE_DURATION_UNMEASURED,
     &HANDSHAKES,
     &HANDSHAKE_DURATION,
     &HANDSHAKE_DURATION_UNMEASURED,
+    &HANDSHAKE_RETRANSMITS,
     &TEARDOWNS,
     &SOCKETS,
     &TRACKED_SOCKETS,

@@ -35,14 +35,19 @@ pub struct ProgramRuns {
 }
 
 impl ProgramRuns {
-    /// From the two programs' statistics, read before `covered` (the cover's count, from the
-    /// snapshot): a skip counted after the stats were read may already be covered, so the
-    /// difference can only fall short of the truth, never exceed it.
-    pub fn of([main, cover]: [ProgramStats; 2], covered: u64) -> ProgramRuns {
+    /// From the programs' statistics (the main program, its cover, then the others), read
+    /// before `covered` (the cover's count, from the snapshot): a skip counted after the stats
+    /// were read may already be covered, so the difference can only fall short of the truth,
+    /// never exceed it. The other programs' skips are missed: they have no cover.
+    pub fn of(programs: [ProgramStats; 4], covered: u64) -> ProgramRuns {
+        let [main, _, others @ ..] = programs;
+        let others_missed: u64 = others.iter().filter_map(|p| p.recursion_misses).sum();
         ProgramRuns {
             runs: main.run_count,
-            run_time_ns: main.run_time_ns + cover.run_time_ns,
-            missed: main.recursion_misses.map(|m| m.saturating_sub(covered)),
+            run_time_ns: programs.iter().map(|p| p.run_time_ns).sum(),
+            missed: main
+                .recursion_misses
+                .map(|m| m.saturating_sub(covered) + others_missed),
         }
     }
 }
@@ -81,6 +86,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             counter(&[("side", "client")], c(counter::CLIENT_HANDSHAKE_UNTIMED)),
             counter(&[("side", "server")], c(counter::SERVER_HANDSHAKE_UNTIMED)),
         ]),
+        family::HANDSHAKE_RETRANSMITS.with(handshake_retransmits(s, input.ports)),
         family::TEARDOWNS.with(teardowns(s, input.ports)),
         family::SOCKETS.with(sockets(input.sockets)),
         family::TRACKED_SOCKETS.with(vec![gauge(&[], input.tracked as f64)]),
@@ -177,7 +183,7 @@ fn handshake_durations(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
     let mut metrics = Vec::new();
     for slot in ports.slots() {
         for (side, side_name) in (0..).zip(SIDE_LABELS) {
-            let Some(index) = handshake::duration_index(slot, side) else {
+            let Some(index) = handshake::side_index(slot, side) else {
                 continue;
             };
             let h = &s.handshake_duration[index as usize];
@@ -186,6 +192,21 @@ fn handshake_durations(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
                 let mut metric = Metric::from_label(labels(&pairs));
                 metric.set_histogram(histogram::to_proto_every(h, 2));
                 metrics.push(metric);
+            }
+        }
+    }
+    metrics
+}
+
+fn handshake_retransmits(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for slot in ports.slots() {
+        for (side, side_name) in (0..).zip(SIDE_LABELS) {
+            let index = handshake::side_index(slot, side);
+            let value = index.map_or(0, |i| s.handshake_retransmits[i as usize]);
+            if value > 0 {
+                let pairs = [("side", side_name), ("port", ports.label(slot))];
+                metrics.push(counter(&pairs, value as f64));
             }
         }
     }

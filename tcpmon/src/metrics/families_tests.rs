@@ -4,8 +4,8 @@ use tcpmon_common::{handshake, side, tcp_state, teardown, DWELL_BUCKETS, TRANSIT
 use super::*;
 use crate::probe::prog_stats::ProgramStats;
 
-/// Missed runs are the main program's skips less the cover's counts; run time is both
-/// programs' time, runs the main program's.
+/// Missed runs are the main program's skips less the cover's counts, plus the other programs'
+/// skips; run time is every program's time, runs the main program's.
 #[test]
 fn program_runs_combine_the_main_program_and_its_cover() {
     let main = ProgramStats {
@@ -18,20 +18,28 @@ fn program_runs_combine_the_main_program_and_its_cover() {
         run_count: 13,
         recursion_misses: Some(0),
     };
-    let runs = ProgramRuns::of([main, cover], 2);
+    let retransmits = ProgramStats {
+        run_time_ns: 10,
+        run_count: 2,
+        recursion_misses: Some(1),
+    };
+    let runs = ProgramRuns::of([main, cover, retransmits, retransmits], 2);
     assert_eq!(
         runs,
         ProgramRuns {
             runs: 10,
-            run_time_ns: 800,
-            missed: Some(1)
+            run_time_ns: 820,
+            missed: Some(3)
         }
     );
     let old_kernel = ProgramStats {
         recursion_misses: None,
         ..main
     };
-    assert_eq!(ProgramRuns::of([old_kernel, cover], 0).missed, None);
+    assert_eq!(
+        ProgramRuns::of([old_kernel, cover, cover, cover], 0).missed,
+        None
+    );
 }
 
 fn empty_snapshot() -> Snapshot {
@@ -40,8 +48,9 @@ fn empty_snapshot() -> Snapshot {
         dwell: vec![histogram::empty(); tcp_state::SLOTS as usize],
         counters: vec![0; tcpmon_common::counter::SLOTS as usize],
         handshakes: vec![0; handshake::SLOTS as usize],
-        handshake_duration: vec![histogram::empty(); handshake::DURATION_SLOTS as usize],
+        handshake_duration: vec![histogram::empty(); handshake::SIDE_SLOTS as usize],
         teardowns: vec![0; teardown::SLOTS as usize],
+        handshake_retransmits: vec![0; handshake::SIDE_SLOTS as usize],
     }
 }
 
@@ -77,7 +86,7 @@ fn per_port_series_carry_the_port_label() {
     s.handshakes[handshake::index(0, handshake::CLIENT_REFUSED).unwrap() as usize] = 2;
     s.teardowns[teardown::index(1, teardown::INITIATOR_SIMULTANEOUS, teardown::KIND_FIN).unwrap()
         as usize] = 4;
-    let h = &mut s.handshake_duration[handshake::duration_index(1, side::SERVER).unwrap() as usize];
+    let h = &mut s.handshake_duration[handshake::side_index(1, side::SERVER).unwrap() as usize];
     h.buckets[3] = 5;
     h.sum_ns = 5 * 7_000;
     let text = render(&s, &ports, &SocketCounts::default());
@@ -175,6 +184,7 @@ fn series_labels_match_their_descriptors() {
     s.counters.iter_mut().for_each(|v| *v = 1);
     s.handshakes.iter_mut().for_each(|v| *v = 1);
     s.teardowns.iter_mut().for_each(|v| *v = 1);
+    s.handshake_retransmits.iter_mut().for_each(|v| *v = 1);
     for h in s.dwell.iter_mut().chain(s.handshake_duration.iter_mut()) {
         h.buckets[0] = 1;
     }

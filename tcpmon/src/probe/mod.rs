@@ -17,7 +17,8 @@ use aya::{
 };
 use tcpmon_common::{
     counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, TailFilter,
-    COVER_PROGRAM_NAME, PROGRAM_NAME, TRANSITION_SLOTS,
+    COVER_PROGRAM_NAME, PROGRAM_NAME, SYNACK_RETRANSMIT_PROGRAM_NAME, SYN_RETRANSMIT_PROGRAM_NAME,
+    TRANSITION_SLOTS,
 };
 
 use self::{
@@ -25,6 +26,10 @@ use self::{
     prog_stats::ProgramStats,
 };
 use crate::{error::Error, metrics::histogram};
+
+/// The programs counting handshake retransmissions, each on the tracepoint of its name.
+const RETRANSMIT_PROGRAMS: [&str; 2] =
+    [SYN_RETRANSMIT_PROGRAM_NAME, SYNACK_RETRANSMIT_PROGRAM_NAME];
 
 /// The tracepoint the program attaches to, and the typedef the kernel's BTF declares for it.
 pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
@@ -61,6 +66,8 @@ pub struct KernelOffsets {
     pub sk_dport: u32,
     /// `struct sock.__sk_common.skc_num`
     pub sk_num: u32,
+    /// `struct sock.__sk_common.skc_state`
+    pub sk_state: u32,
     /// `struct sock.__sk_common.skc_rcv_saddr`
     pub sk_rcv_saddr: u32,
     /// `struct sock.__sk_common.skc_daddr`
@@ -111,6 +118,7 @@ impl KernelOffsets {
                 .map_err(layout)?,
             sk_dport: common("skc_dport")?,
             sk_num: common("skc_num")?,
+            sk_state: common("skc_state")?,
             sk_rcv_saddr: common("skc_rcv_saddr")?,
             sk_daddr: common("skc_daddr")?,
             sk_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
@@ -148,10 +156,12 @@ pub struct Snapshot {
     pub counters: Vec<u64>,
     /// Indexed by `tcpmon_common::handshake::index`.
     pub handshakes: Vec<u64>,
-    /// Indexed by `tcpmon_common::handshake::duration_index`.
+    /// Indexed by `tcpmon_common::handshake::side_index`.
     pub handshake_duration: Vec<DwellHistogram>,
     /// Indexed by `tcpmon_common::teardown::index`.
     pub teardowns: Vec<u64>,
+    /// Indexed by `tcpmon_common::handshake::side_index`.
+    pub handshake_retransmits: Vec<u64>,
 }
 
 impl Probe {
@@ -181,6 +191,7 @@ impl Probe {
             .override_global("INET_SPORT_OFFSET", &o.inet_sport, true)
             .override_global("SK_DPORT_OFFSET", &o.sk_dport, true)
             .override_global("SK_NUM_OFFSET", &o.sk_num, true)
+            .override_global("SK_STATE_OFFSET", &o.sk_state, true)
             .override_global("SK_RCV_SADDR_OFFSET", &o.sk_rcv_saddr, true)
             .override_global("SK_DADDR_OFFSET", &o.sk_daddr, true)
             .override_global("SK_V6_RCV_SADDR_OFFSET", &o.sk_v6_rcv_saddr, true)
@@ -190,17 +201,23 @@ impl Probe {
             .map_err(|e| Error::Load(format!("{e:#}")))?;
         // The main program first: the kernel runs a tracepoint's programs in the order they
         // were attached, and the cover must run after it for every transition.
-        let program_id = attach(&mut ebpf, PROGRAM_NAME, &btf)?;
-        attach(&mut ebpf, COVER_PROGRAM_NAME, &btf)?;
+        let program_id = attach(&mut ebpf, PROGRAM_NAME, TRACEPOINT_NAME, &btf)?;
+        attach(&mut ebpf, COVER_PROGRAM_NAME, TRACEPOINT_NAME, &btf)?;
+        for program in RETRANSMIT_PROGRAMS {
+            attach(&mut ebpf, program, program, &btf)?;
+        }
         drop(btf);
         Ok(Probe { ebpf, program_id })
     }
 
-    /// Run count, run time and recursion misses of the main program and of its cover.
-    pub fn program_stats(&self) -> Result<[ProgramStats; 2], Error> {
+    /// Run count, run time and recursion misses of the main program, of its cover, and of the
+    /// retransmission programs.
+    pub fn program_stats(&self) -> Result<[ProgramStats; 4], Error> {
         Ok([
             self.stats_of(PROGRAM_NAME)?,
             self.stats_of(COVER_PROGRAM_NAME)?,
+            self.stats_of(RETRANSMIT_PROGRAMS[0])?,
+            self.stats_of(RETRANSMIT_PROGRAMS[1])?,
         ])
     }
 
@@ -277,8 +294,10 @@ impl Probe {
             counters: self.counters()?,
             handshakes: self.counters_of(maps::HANDSHAKES, handshake::SLOTS)?,
             handshake_duration: self
-                .histograms_of(maps::HANDSHAKE_DURATION, handshake::DURATION_SLOTS)?,
+                .histograms_of(maps::HANDSHAKE_DURATION, handshake::SIDE_SLOTS)?,
             teardowns: self.counters_of(maps::TEARDOWNS, teardown::SLOTS)?,
+            handshake_retransmits: self
+                .counters_of(maps::HANDSHAKE_RETRANSMITS, handshake::SIDE_SLOTS)?,
         })
     }
 
@@ -333,15 +352,20 @@ impl Probe {
 }
 
 /// A failed operation on one of the program's maps, named.
-/// Loads program `name` of the object for the tracepoint and attaches it; returns its id.
-fn attach(ebpf: &mut Ebpf, name: &'static str, btf: &AyaBtf) -> Result<u32, Error> {
+/// Loads program `name` of the object for `tracepoint` and attaches it; returns its id.
+fn attach(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+    btf: &AyaBtf,
+) -> Result<u32, Error> {
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| Error::Load(format!("program {name} missing from object")))?
         .try_into()
         .map_err(|e| Error::Load(format!("{e:#}")))?;
     program
-        .load(TRACEPOINT_NAME, btf)
+        .load(tracepoint, btf)
         .map_err(|e| Error::Load(format!("verifier: {e:#}")))?;
     program
         .attach()

@@ -2,7 +2,7 @@
 //! of the agent continues every counter instead of starting from zero.
 //!
 //! Pinned: the aggregate maps (transitions, dwell and handshake-time histograms, handshakes,
-//! teardowns, bookkeeping counters), the per-socket map (sockets open across the restart keep
+//! handshake retransmissions, teardowns, bookkeeping counters), the per-socket map (sockets open across the restart keep
 //! their entry, so their dwell times are measured) and the port table (counts per port slot
 //! keep their `port` label). Not pinned: the program itself, its link and the tail's maps, so a
 //! stopped agent counts nothing and leaves no program attached. Transitions made while no agent
@@ -38,7 +38,7 @@ pub struct MapShape {
 }
 
 /// The maps kept across restarts, shaped as this build creates them.
-pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 8] {
+pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 9] {
     let counters = |name, slots| MapShape {
         name,
         kind: MapType::PerCpuArray,
@@ -58,8 +58,9 @@ pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 8] {
         histograms(maps::DWELL, tcp_state::SLOTS),
         counters(maps::COUNTERS, counter::SLOTS),
         counters(maps::HANDSHAKES, handshake::SLOTS),
-        histograms(maps::HANDSHAKE_DURATION, handshake::DURATION_SLOTS),
+        histograms(maps::HANDSHAKE_DURATION, handshake::SIDE_SLOTS),
         counters(maps::TEARDOWNS, teardown::SLOTS),
+        counters(maps::HANDSHAKE_RETRANSMITS, handshake::SIDE_SLOTS),
         MapShape {
             name: maps::SOCKETS,
             kind: MapType::LruHash,
@@ -175,7 +176,7 @@ mod tests {
 
     #[test]
     fn differences_are_named() {
-        let want = pinned_maps(1024)[6];
+        let want = pinned_maps(1024)[7];
         assert_eq!(want.name, maps::SOCKETS);
         assert_eq!(describe_difference(&want, &want), None);
         let smaller = MapShape {

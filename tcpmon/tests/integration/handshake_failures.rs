@@ -47,4 +47,19 @@ fn unanswered_syns_time_out_and_closed_connects_abort() {
     let quick = (1 + ABORTS) as f64; // the filler's handshake and the aborted connects
     assert_eq!(syn_sent("2.097152"), quick);
     assert_eq!(syn_sent("4.194304"), quick + TIMEOUTS as f64);
+    // The SYNs the kernel sent again, by its own count (TCPSynRetrans also counts SYN-ACKs,
+    // of which there are none here): at least one per timed-out connect (how many depends on
+    // the kernel: 6.6+ sends a few at linear one-second intervals first), none for the others.
+    let syns = agent.scrape();
+    let sent_again = ns.tcp_counter("TcpExtTCPSynRetrans");
+    assert!(sent_again >= TIMEOUTS, "{sent_again} SYNs sent again");
+    assert_eq!(
+        syns.get("tcpmon_handshake_retransmits_total{side=\"client\",port=\"8080\"}"),
+        sent_again as f64,
+        "SYNs sent again"
+    );
+    assert_eq!(
+        syns.get("tcpmon_handshake_retransmits_total{side=\"server\",port=\"8080\"}"),
+        0.0
+    );
 }

@@ -21,6 +21,7 @@ mod namespaces;
 mod pin;
 mod ports;
 mod prometheus;
+mod retransmits;
 mod robustness;
 mod soak;
 mod sockets;

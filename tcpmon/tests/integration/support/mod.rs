@@ -102,6 +102,16 @@ impl NetNs {
         );
     }
 
+    /// One of the namespace's TCP counters as `nstat` names them (`TcpRetransSegs`,
+    /// `TcpExtTCPSynRetrans`, ...): the kernel's own count, a ground truth.
+    pub fn tcp_counter(&self, name: &str) -> u64 {
+        let out = run("ip", &["netns", "exec", &self.name, "nstat", "-asz", name]);
+        out.lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// What the kernel says about this namespace when counters disagree with a workload:
     /// sockets not yet in TIME_WAIT or LISTEN (a retransmission still pending) and the TCP
     /// error counters (drops, aborts, retransmissions). Printed by failing exactness tests.

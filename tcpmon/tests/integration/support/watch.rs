@@ -190,12 +190,5 @@ impl Drop for TailSink<'_> {
 /// Segments the namespace's TCP sent again: each a loss, after which a socket closes later
 /// than its workload did.
 pub fn retransmitted(ns: &NetNs) -> u64 {
-    let out = super::run(
-        "ip",
-        &["netns", "exec", &ns.name, "nstat", "-asz", "TcpRetransSegs"],
-    );
-    out.lines()
-        .filter_map(|l| l.strip_prefix("TcpRetransSegs"))
-        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    ns.tcp_counter("TcpRetransSegs")
 }

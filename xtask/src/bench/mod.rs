@@ -8,7 +8,6 @@ pub mod storm;
 pub mod tail_rate;
 
 use std::{
-    fmt::Write as _,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -19,6 +18,7 @@ pub use self::contender::Contender;
 use self::{
     contender::{attach, Attached},
     harness::{cpu_seconds, metric, peak_rss, program_stats, scrape, start_agent, NetNs, Sysctl},
+    report::{quartiles, report},
     storm::Workload,
 };
 
@@ -34,7 +34,7 @@ pub struct Setting {
 
 impl Setting {
     /// The pinned setting first: the one the targets are measured in.
-    const ALL: [Setting; 5] = [
+    pub const ALL: [Setting; 5] = [
         Setting::pinned(Workload::ServerFirst),
         Setting::threads(Workload::ClientFirst),
         Setting::threads(Workload::ServerFirst),
@@ -56,7 +56,7 @@ impl Setting {
         }
     }
 
-    fn name(self) -> String {
+    pub fn name(self) -> String {
         if self.pinned {
             format!("1 CPU, {}", self.workload.name())
         } else {
@@ -75,27 +75,15 @@ impl Setting {
 
 /// One contender in one setting.
 #[derive(Default)]
-struct Totals {
+pub struct Totals {
     /// Connections with the contender over connections without, one per interleaved pair.
-    ratios: Vec<f64>,
+    pub ratios: Vec<f64>,
     /// From the run with `kernel.bpf_stats_enabled=1`.
-    run_time_ns: u64,
-    runs: u64,
-    cpu_seconds: f64,
-    peak_rss: u64,
-    tail_lost: f64,
-}
-
-/// Median and quartiles of `values`.
-fn quartiles(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v.get(((v.len() - 1) as f64 * q).round() as usize).copied();
-    (
-        at(0.5).unwrap_or(0.0),
-        at(0.25).unwrap_or(0.0),
-        at(0.75).unwrap_or(0.0),
-    )
+    pub run_time_ns: u64,
+    pub runs: u64,
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+    pub tail_lost: f64,
 }
 
 /// Connection rates with `kernel.bpf_stats_enabled=0` (the stats' two clock reads per run
@@ -214,7 +202,7 @@ pub fn smoke() -> anyhow::Result<()> {
     Ok(())
 }
 
-type Results = Vec<(Setting, Contender, Totals)>;
+pub type Results = Vec<(Setting, Contender, Totals)>;
 
 fn measure_all(
     ns: &NetNs,
@@ -259,91 +247,4 @@ fn scrape_latencies(ns: &NetNs) -> anyhow::Result<[(f64, f64); 2]> {
     let maximum = scrape_latency(addr, 200)?;
     drop(agent);
     Ok([default, maximum])
-}
-
-fn report(
-    results: &Results,
-    scrapes: [(f64, f64); 2],
-    duration: Duration,
-    rounds: usize,
-) -> anyhow::Result<String> {
-    let settings: Vec<Setting> = Setting::ALL
-        .into_iter()
-        .filter(|s| results.iter().any(|(rs, _, _)| rs == s))
-        .collect();
-    let mut r = String::new();
-    writeln!(r, "{}", report::machine()?)?;
-    writeln!(
-        r,
-        "\nEach cell: connections/s with the contender over connections/s without tracing, the median of {rounds} interleaved pairs of {} s runs (no tracing, contender, no tracing, ...) with `kernel.bpf_stats_enabled=0`, and in brackets the quartiles. \"1 CPU\": one thread pinned to one CPU (client, server and their softirqs), the setting of the targets.\n",
-        duration.as_secs()
-    )?;
-    write!(r, "| contender |")?;
-    for s in &settings {
-        write!(r, " {} |", s.name())?;
-    }
-    writeln!(r, "\n|---|{}", "---|".repeat(settings.len()))?;
-    for c in Contender::ALL {
-        write!(r, "| {} |", c.name())?;
-        for s in &settings {
-            let (median, low, high) = quartiles(&find(results, *s, c).ratios);
-            write!(r, " {median:.3} ({low:.2}-{high:.2}) |")?;
-        }
-        writeln!(r)?;
-    }
-    writeln!(
-        r,
-        "\nPer contender, one run per setting with `kernel.bpf_stats_enabled=1`:\n"
-    )?;
-    writeln!(r, "| contender | kernel ns/transition, 1 CPU | all settings | CPU s per million transitions | peak RSS | tail events lost |")?;
-    writeln!(r, "|---|---|---|---|---|---|")?;
-    for c in Contender::ALL {
-        let (mut time, mut runs, mut cpu, mut rss, mut lost) = (0, 0, 0.0, 0, 0.0);
-        for (_, _, t) in results.iter().filter(|(_, contender, _)| *contender == c) {
-            time += t.run_time_ns;
-            runs += t.runs;
-            cpu += t.cpu_seconds;
-            rss = rss.max(t.peak_rss);
-            lost += t.tail_lost;
-        }
-        let pinned = find(results, settings[0], c);
-        let lost = if c.has_tail() {
-            format!("{lost:.0}")
-        } else {
-            "-".into()
-        };
-        writeln!(
-            r,
-            "| {} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {lost} |",
-            c.name(),
-            pinned.run_time_ns as f64 / pinned.runs.max(1) as f64,
-            time as f64 / runs.max(1) as f64,
-            cpu / (runs.max(1) as f64 / 1e6),
-            rss as f64 / (1 << 20) as f64
-        )?;
-    }
-    let [(d50, d99), (m50, m99)] = scrapes;
-    writeln!(r, "\n/metrics scrape latency over 200 scrapes:\n")?;
-    writeln!(r, "| port set | p50 | p99 |\n|---|---|---|")?;
-    writeln!(
-        r,
-        "| default (--max-ports 32) after a storm | {:.2} ms | {:.2} ms |",
-        d50 * 1e3,
-        d99 * 1e3
-    )?;
-    writeln!(
-        r,
-        "| maximum (256 labelled ports, all with traffic) | {:.2} ms | {:.2} ms |",
-        m50 * 1e3,
-        m99 * 1e3
-    )?;
-    Ok(r)
-}
-
-fn find(results: &Results, s: Setting, c: Contender) -> &Totals {
-    results
-        .iter()
-        .find(|(rs, rc, _)| *rs == s && *rc == c)
-        .map(|(_, _, t)| t)
-        .expect("every pair measured")
 }

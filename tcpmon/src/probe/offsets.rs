@@ -1,0 +1,95 @@
+//! Kernel struct offsets the program needs, and what the kernel's BTF says about it.
+use super::btf::{Btf, VMLINUX_BTF};
+use crate::error::Error;
+
+/// The typedef the kernel's BTF declares for the tracepoint.
+const TRACEPOINT_TYPEDEF: &str = "btf_trace_inet_sock_set_state";
+
+/// Kernel struct offsets the program needs, read from BTF, and one property of the kernel that
+/// its BTF reveals.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelOffsets {
+    /// The kernel silently skips BPF tracing programs while a thread of PID 1 is the current
+    /// task, unless PID 1 loaded them (the sandbox kernels tcpmon is developed on patch
+    /// `__bpf_trace_run` this way; their `struct bpf_prog_aux` has an `init_owned` member that
+    /// mainline lacks). Transitions the kernel makes in an interrupt that lands on PID 1 are
+    /// then neither counted nor reported as skipped runs.
+    pub skips_runs_under_init: bool,
+    /// `struct sock.__sk_common.skc_net.net`
+    pub sk_net: u32,
+    /// `struct net.ns.inum`
+    pub net_inum: u32,
+    /// `struct sock.sk_err`
+    pub sk_err: u32,
+    /// `struct tcp_sock.srtt_us`
+    pub srtt: u32,
+    /// `struct sock.sk_protocol`
+    pub sk_protocol: u32,
+    /// `struct sock.__sk_common.skc_family`
+    pub sk_family: u32,
+    /// `struct inet_sock.inet_sport`
+    pub inet_sport: u32,
+    /// `struct sock.__sk_common.skc_dport`
+    pub sk_dport: u32,
+    /// `struct sock.__sk_common.skc_num`
+    pub sk_num: u32,
+    /// `struct sock.__sk_common.skc_state`
+    pub sk_state: u32,
+    /// `struct sock.__sk_common.skc_rcv_saddr`
+    pub sk_rcv_saddr: u32,
+    /// `struct sock.__sk_common.skc_daddr`
+    pub sk_daddr: u32,
+    /// `struct sock.__sk_common.skc_v6_rcv_saddr`
+    pub sk_v6_rcv_saddr: u32,
+    /// `struct sock.__sk_common.skc_v6_daddr`
+    pub sk_v6_daddr: u32,
+}
+
+impl KernelOffsets {
+    pub fn from_vmlinux() -> Result<KernelOffsets, Error> {
+        let data = std::fs::read(VMLINUX_BTF).map_err(|cause| Error::BtfMissing {
+            path: VMLINUX_BTF,
+            cause,
+        })?;
+        let layout = |reason| Error::BtfLayout {
+            path: VMLINUX_BTF,
+            reason,
+        };
+        let btf = Btf::parse(&data).map_err(layout)?;
+        if !btf.has_typedef(TRACEPOINT_TYPEDEF) {
+            return Err(Error::TracepointMissing {
+                path: VMLINUX_BTF,
+                typedef: TRACEPOINT_TYPEDEF,
+            });
+        }
+        let common = |member| {
+            btf.member_offset("sock", &["__sk_common", member])
+                .map_err(layout)
+        };
+        Ok(KernelOffsets {
+            skips_runs_under_init: btf.member_offset("bpf_prog_aux", &["init_owned"]).is_ok(),
+            sk_net: btf
+                .member_offset("sock", &["__sk_common", "skc_net", "net"])
+                .map_err(layout)?,
+            net_inum: btf.member_offset("net", &["ns", "inum"]).map_err(layout)?,
+            sk_err: btf.member_offset("sock", &["sk_err"]).map_err(layout)?,
+            srtt: btf
+                .member_offset("tcp_sock", &["srtt_us"])
+                .map_err(layout)?,
+            sk_protocol: btf
+                .member_offset("sock", &["sk_protocol"])
+                .map_err(layout)?,
+            sk_family: common("skc_family")?,
+            inet_sport: btf
+                .member_offset("inet_sock", &["inet_sport"])
+                .map_err(layout)?,
+            sk_dport: common("skc_dport")?,
+            sk_num: common("skc_num")?,
+            sk_state: common("skc_state")?,
+            sk_rcv_saddr: common("skc_rcv_saddr")?,
+            sk_daddr: common("skc_daddr")?,
+            sk_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+            sk_v6_daddr: common("skc_v6_daddr")?,
+        })
+    }
+}

@@ -80,6 +80,13 @@ impl Row {
     pub const OWN: Row = Row(0);
     /// A run that interrupted another one in the middle of its updates.
     pub const NESTED: Row = Row(1);
+
+    /// The map index of slot `index` of a map with `slots` slots per row; `None` out of range,
+    /// so that a bad index never lands in the other row.
+    #[inline(always)]
+    fn slot(self, slots: u32, index: u32) -> Option<u32> {
+        (index < slots).then_some(self.0 * slots + index)
+    }
 }
 
 /// A per-CPU array of `u64` counters with a row per [`Row`].
@@ -95,7 +102,8 @@ impl Counters {
 
     #[inline(always)]
     pub fn increment(&self, row: Row, index: u32) {
-        if let Some(counter) = self.map.get_ptr_mut(row.0 * self.slots + index) {
+        let slot = row.slot(self.slots, index);
+        if let Some(counter) = slot.and_then(|i| self.map.get_ptr_mut(i)) {
             // SAFETY: a per-CPU value in this run's own row: no other run touches it meanwhile.
             unsafe { *counter += 1 };
         }
@@ -104,7 +112,8 @@ impl Counters {
     /// Undoes an [`increment`](Self::increment) made earlier in the same run.
     #[inline(always)]
     pub fn decrement(&self, row: Row, index: u32) {
-        if let Some(counter) = self.map.get_ptr_mut(row.0 * self.slots + index) {
+        let slot = row.slot(self.slots, index);
+        if let Some(counter) = slot.and_then(|i| self.map.get_ptr_mut(i)) {
             // SAFETY: as above.
             unsafe { *counter = (*counter).wrapping_sub(1) };
         }
@@ -125,7 +134,8 @@ impl Histograms {
     /// Adds one observation of `ns` nanoseconds to histogram `index`.
     #[inline(always)]
     pub fn observe(&self, row: Row, index: u32, ns: u64) {
-        if let Some(histogram) = self.map.get_ptr_mut(row.0 * self.slots + index) {
+        let slot = row.slot(self.slots, index);
+        if let Some(histogram) = slot.and_then(|i| self.map.get_ptr_mut(i)) {
             // SAFETY: a per-CPU value in this run's own row: no other run touches it meanwhile.
             let histogram = unsafe { &mut *histogram };
             if let Some(bucket) = histogram.buckets.get_mut(dwell_bucket(ns)) {

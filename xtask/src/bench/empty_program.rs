@@ -3,7 +3,7 @@
 //! pays before doing any work of its own: the kernel's dispatch to BPF for each transition.
 //! Loaded with two `bpf()` system calls, so the benchmark needs no compiler for it (bpftrace
 //! 0.17 cannot attach one).
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context as _};
 
@@ -77,7 +77,7 @@ pub fn attach() -> anyhow::Result<EmptyProgram> {
     let program = bpf(BPF_PROG_LOAD, &attr).context("loading the empty program")?;
     let open = RawTracepointOpen {
         name: 0,
-        prog_fd: program_fd(&program),
+        prog_fd: program.as_raw_fd() as u32,
         _pad: 0,
     };
     let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &open).context("attaching the empty program")?;
@@ -85,11 +85,6 @@ pub fn attach() -> anyhow::Result<EmptyProgram> {
         _program: program,
         _link: link,
     })
-}
-
-fn program_fd(fd: &OwnedFd) -> u32 {
-    use std::os::fd::AsRawFd;
-    fd.as_raw_fd() as u32
 }
 
 /// The BTF type id of the tracepoint's typedef in the kernel's BTF, as bpftool lists it

@@ -2,6 +2,7 @@
 //! listening ports their label, reads the kernel's maps and builds the metric families. There
 //! is no per-event work in userspace.
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -19,6 +20,7 @@ use tcpmon_common::counter;
 use super::{
     descriptors,
     families::{self, ProgramRuns, ScrapeInput},
+    listeners::{self, ListenDrops, Listener, PortQueue},
     netns,
     ports::PortTable,
     sock_diag::{self, SocketCounts},
@@ -35,6 +37,7 @@ struct State {
     probe: Probe,
     ports: PortTable,
     evicted: u64,
+    listen_drops: ListenDrops,
     /// The highest `tcpmon_bpf_program_missed_runs_total` reported so far.
     missed: u64,
     /// How long the previous collection took.
@@ -82,6 +85,7 @@ impl ProbeCollector {
                 probe,
                 ports,
                 evicted: 0,
+                listen_drops: ListenDrops::default(),
                 missed: 0,
                 last_collect_seconds: 0.0,
             }),
@@ -95,26 +99,38 @@ impl ProbeCollector {
         Ok(collector)
     }
 
-    /// Counts sockets in every namespace in scope, and labels newly seen listening ports.
-    fn count_sockets(&self) -> Result<SocketCounts, Error> {
+    /// Counts sockets and sums listeners per port in every namespace in scope, and labels newly
+    /// seen listening ports.
+    fn count_sockets(&self) -> Result<(SocketCounts, BTreeMap<u16, PortQueue>), Error> {
         let paths: Vec<PathBuf> = match &self.netns {
             Some(path) => vec![path.clone()],
             None => netns::all().into_values().collect(),
         };
-        let per_namespace =
-            netns::in_each(paths, sock_diag::count_tcp_sockets).map_err(|cause| Error::Io {
-                what: "counting sockets with sock_diag".into(),
-                cause,
-            })?;
+        let per_namespace = netns::in_each(paths, || {
+            let socket = sock_diag::open()?;
+            Ok((
+                sock_diag::count_tcp_sockets(&socket)?,
+                listeners::listeners(&socket)?,
+            ))
+        })
+        .map_err(|cause| Error::Io {
+            what: "counting sockets with sock_diag".into(),
+            cause,
+        })?;
         let mut total = SocketCounts::default();
-        per_namespace.iter().for_each(|counts| total.add(counts));
+        let mut all_listeners: Vec<Listener> = Vec::new();
+        for (counts, listeners) in &per_namespace {
+            total.add(counts);
+            all_listeners.extend(listeners);
+        }
 
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let added = state.ports.discover(total.listening_ports.iter().copied());
         for (port, slot) in added {
             state.probe.set_port_slot(port, slot)?;
         }
-        Ok(total)
+        let listen = state.listen_drops.update(&all_listeners);
+        Ok((total, listen))
     }
 
     fn families(&self) -> Result<Vec<MetricFamily>, Error> {
@@ -122,7 +138,7 @@ impl ProbeCollector {
         // namespace at once.
         let _one_at_a_time = self.collecting.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let sockets = self.count_sockets()?;
+        let (sockets, listen) = self.count_sockets()?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Evictions are not reported by the kernel, but every entry is inserted, deleted on
         // CLOSE, evicted, or still present. Inserts are read before the map is counted and
@@ -144,6 +160,7 @@ impl ProbeCollector {
             snapshot: &snapshot,
             ports: &state.ports,
             sockets: &sockets,
+            listen: &listen,
             tracked,
             evicted: state.evicted,
             dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),

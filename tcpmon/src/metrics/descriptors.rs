@@ -74,6 +74,27 @@ pub const HANDSHAKE_RETRANSMITS: FamilyDesc = FamilyDesc {
     labels: &["side", "port"],
 };
 
+pub const LISTEN_QUEUE_LENGTH: FamilyDesc = FamilyDesc {
+    name: "tcpmon_listen_queue_length",
+    help: "Connections in the accept queues of the port's listeners, waiting for accept() (ss -lt Recv-Q).",
+    kind: MetricType::GAUGE,
+    labels: &["port"],
+};
+
+pub const LISTEN_QUEUE_LIMIT: FamilyDesc = FamilyDesc {
+    name: "tcpmon_listen_queue_limit",
+    help: "The accept queue limits of the port's listeners: the listen() backlog capped by net.core.somaxconn (ss -lt Send-Q). The kernel queues one more than the limit before it drops.",
+    kind: MetricType::GAUGE,
+    labels: &["port"],
+};
+
+pub const LISTEN_DROPS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_listen_drops_total",
+    help: "SYNs and final ACKs the port's listeners dropped, mostly because the accept queue was full (the listeners' share of TcpExtListenDrops); closed listeners' drops stay counted.",
+    kind: MetricType::COUNTER,
+    labels: &["port"],
+};
+
 pub const TEARDOWNS: FamilyDesc = FamilyDesc {
     name: "tcpmon_teardowns_total",
     help: "Connections ended, by who closed first (local, remote, simultaneous) and how (fin: the four-way teardown; reset: anything else).",
@@ -187,7 +208,7 @@ pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
 };
 
 /// Every family, in exposition order.
-pub const ALL: [&FamilyDesc; 23] = [
+pub const ALL: [&FamilyDesc; 26] = [
     &STATE_TRANSITIONS,
     &STATE_DURATION,
     &STATE_DURATION_UNMEASURED,
@@ -195,6 +216,9 @@ pub const ALL: [&FamilyDesc; 23] = [
     &HANDSHAKE_DURATION,
     &HANDSHAKE_DURATION_UNMEASURED,
     &HANDSHAKE_RETRANSMITS,
+    &LISTEN_QUEUE_LENGTH,
+    &LISTEN_QUEUE_LIMIT,
+    &LISTEN_DROPS,
     &TEARDOWNS,
     &SOCKETS,
     &TRACKED_SOCKETS,

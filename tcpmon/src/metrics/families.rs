@@ -3,7 +3,14 @@
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily};
 use tcpmon_common::{counter, handshake, side, teardown, FAMILY_SLOTS};
 
-use super::{descriptors as family, histogram, ports::PortTable, sock_diag::SocketCounts};
+use std::collections::BTreeMap;
+
+use super::{
+    descriptors as family, histogram,
+    listeners::{self, PortQueue},
+    ports::PortTable,
+    sock_diag::SocketCounts,
+};
 use crate::{
     probe::{prog_stats::ProgramStats, Snapshot},
     state::{TcpState, FAMILY_LABELS},
@@ -57,6 +64,8 @@ pub struct ScrapeInput<'a> {
     pub snapshot: &'a Snapshot,
     pub ports: &'a PortTable,
     pub sockets: &'a SocketCounts,
+    /// Listeners summed per port.
+    pub listen: &'a BTreeMap<u16, PortQueue>,
     pub tracked: u64,
     pub evicted: u64,
     /// Tail events dropped in userspace because a client was slow.
@@ -73,7 +82,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
     let s = input.snapshot;
     let p = input.program;
     let c = |slot: u32| s.counters[slot as usize] as f64;
-    let all = vec![
+    let mut all = vec![
         family::STATE_TRANSITIONS.with(transitions(s)),
         family::STATE_DURATION.with(state_durations(s)),
         family::STATE_DURATION_UNMEASURED.with(vec![
@@ -87,6 +96,9 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             counter(&[("side", "server")], c(counter::SERVER_HANDSHAKE_UNTIMED)),
         ]),
         family::HANDSHAKE_RETRANSMITS.with(handshake_retransmits(s, input.ports)),
+    ];
+    all.extend(listeners::families(input.ports, input.listen));
+    all.extend([
         family::TEARDOWNS.with(teardowns(s, input.ports)),
         family::SOCKETS.with(sockets(input.sockets)),
         family::TRACKED_SOCKETS.with(vec![gauge(&[], input.tracked as f64)]),
@@ -113,7 +125,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             f64::from(u8::from(input.bpf_stats_enabled)),
         )]),
         family::SCRAPE_COLLECT_DURATION.with(vec![gauge(&[], input.last_collect_seconds)]),
-    ];
+    ]);
     all.into_iter()
         .filter(|f| !f.get_metric().is_empty())
         .collect()
@@ -261,7 +273,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
         .collect()
 }
 
-fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
+pub(super) fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut c = Counter::default();
     c.set_value(value);
     let mut metric = Metric::from_label(labels(pairs));
@@ -269,7 +281,7 @@ fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
     metric
 }
 
-fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+pub(super) fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut g = Gauge::default();
     g.set_value(value);
     let mut metric = Metric::from_label(labels(pairs));

@@ -59,6 +59,7 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
         snapshot,
         ports,
         sockets,
+        listen: &BTreeMap::new(),
         tracked: 3,
         evicted: 1,
         dropped_slow: 5,
@@ -193,6 +194,13 @@ fn series_labels_match_their_descriptors() {
         snapshot: &s,
         ports: &ports,
         sockets: &SocketCounts::default(),
+        listen: &BTreeMap::from([(
+            8080,
+            PortQueue {
+                listeners: 1,
+                ..PortQueue::default()
+            },
+        )]),
         tracked: 1,
         evicted: 1,
         dropped_slow: 1,

@@ -5,6 +5,7 @@ pub mod collector;
 pub mod descriptors;
 pub mod families;
 pub mod histogram;
+pub mod listeners;
 pub mod netns;
 pub mod ports;
 pub mod sock_diag;

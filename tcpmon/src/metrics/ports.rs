@@ -97,6 +97,11 @@ impl PortTable {
         added
     }
 
+    /// A port's slot: its own, or "other".
+    pub fn slot(&self, port: u16) -> u32 {
+        self.slot_of.get(&port).copied().unwrap_or(port::OTHER)
+    }
+
     /// The `port` label value of a slot.
     pub fn label(&self, slot: u32) -> &str {
         self.labels

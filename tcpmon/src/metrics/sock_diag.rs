@@ -24,6 +24,8 @@ const NLMSG_HEADER: usize = 16;
 const FIN_WAIT2: u8 = tcp_state::FIN_WAIT2 as u8;
 const TIME_WAIT: u8 = tcp_state::TIME_WAIT as u8;
 const LISTEN: u8 = tcp_state::LISTEN as u8;
+/// The attribute of a socket's memory counters, `u32 [SK_MEMINFO_VARS]`.
+pub const INET_DIAG_SKMEMINFO: u16 = 7;
 /// `idiag_timer` of a time-wait mini-socket.
 const TIMER_TIME_WAIT: u8 = 3;
 /// Entries of [`SocketCounts::by_state`], indexed by raw kernel state.
@@ -54,14 +56,40 @@ impl SocketCounts {
 /// formatting one netlink message each made a scrape take 15 ms. The namespace's time-wait
 /// count (`/proc/net/sockstat`, "tw") covers every mini-socket; those still in the FIN_WAIT2
 /// substate are dumped (as `ss` shows them, in FIN_WAIT2) and taken out of it.
-pub fn count_tcp_sockets() -> io::Result<SocketCounts> {
+pub fn count_tcp_sockets(socket: &OwnedFd) -> io::Result<SocketCounts> {
     let mut counts = SocketCounts::default();
-    dump(&mut counts)?;
+    dump(socket, &counting_request(), |payload| {
+        count_socket(payload, &mut counts)
+    })?;
     let sockstat = std::fs::read_to_string("/proc/thread-self/net/sockstat")?;
     let mini_sockets = time_wait_count(&sockstat)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no TCP tw count in sockstat"))?;
     counts.by_state[usize::from(TIME_WAIT)] = mini_sockets.saturating_sub(counts.fin_wait2_mini);
     Ok(counts)
+}
+
+/// Counts one socket of the dump.
+pub fn count_socket(payload: &[u8], counts: &mut SocketCounts) -> io::Result<()> {
+    // inet_diag_msg: family, state, timer, retrans, then the socket id whose first field is
+    // the source port in network byte order.
+    let head = payload.get(0..6).ok_or_else(truncated)?;
+    let (state, timer) = (head[1], head[2]);
+    if let Some(slot) = counts.by_state.get_mut(usize::from(state)) {
+        *slot += 1;
+    }
+    if state == FIN_WAIT2 && timer == TIMER_TIME_WAIT {
+        counts.fin_wait2_mini += 1;
+    }
+    if state == LISTEN {
+        counts
+            .listening_ports
+            .insert(u16::from_be_bytes([head[4], head[5]]));
+    }
+    Ok(())
+}
+
+pub fn truncated() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message")
 }
 
 /// The "tw" field of the "TCP:" line of `/proc/net/sockstat`.
@@ -115,15 +143,16 @@ struct InetDiagRequest {
 }
 const _: () = assert!(size_of::<InetDiagRequest>() == REQUEST_LEN);
 
-/// The request: the original `struct inet_diag_req` as `TCPDIAG_GETSOCK`, asking for the TCP
-/// sockets in every state but TIME_WAIT.
+/// The request: the original `struct inet_diag_req` as `TCPDIAG_GETSOCK`, for the TCP sockets
+/// in `states` (a bit per state) with the `ext` attributes.
 ///
 /// Not `SOCK_DIAG_BY_FAMILY` with an `inet_diag_req_v2`, which names one address family: every
 /// dump walks the whole established hash of the host (all namespaces and both families share
 /// it, time-wait entries included), and the original request dumps both families in a single
 /// walk (the kernel reads it as family `AF_UNSPEC`). After a connection storm that left 100,000
-/// time-wait entries, that walk is most of a scrape.
-fn request() -> InetDiagRequest {
+/// time-wait entries, that walk is most of a scrape. (A dump of LISTEN sockets alone walks
+/// only the listening hash.)
+fn request(states: u32, ext: u8) -> InetDiagRequest {
     InetDiagRequest {
         header: NlMsgHdr {
             len: REQUEST_LEN as u32,
@@ -131,12 +160,32 @@ fn request() -> InetDiagRequest {
             flags: NLM_F_REQUEST | NLM_F_DUMP,
             ..NlMsgHdr::default()
         },
-        states: !(1 << TIME_WAIT),
+        ext,
+        states,
         ..InetDiagRequest::default()
     }
 }
 
-fn dump(counts: &mut SocketCounts) -> io::Result<()> {
+/// Every state but TIME_WAIT.
+fn counting_request() -> InetDiagRequest {
+    request(!(1 << TIME_WAIT), 0)
+}
+
+/// The listening sockets, with their memory counters (`INET_DIAG_SKMEMINFO`): see
+/// `listeners.rs`.
+pub fn dump_listeners(
+    socket: &OwnedFd,
+    on_socket: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    dump(
+        socket,
+        &request(1 << LISTEN, 1 << (INET_DIAG_SKMEMINFO - 1)),
+        on_socket,
+    )
+}
+
+/// A NETLINK_SOCK_DIAG socket of the calling thread's network namespace.
+pub fn open() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call.
     let fd = unsafe {
         libc::socket(
@@ -149,12 +198,20 @@ fn dump(counts: &mut SocketCounts) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a descriptor just opened and owned by nothing else; closed on drop.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let msg = request();
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `msg` on `socket` and hands each socket of the reply to `on_socket` (its
+/// `inet_diag_msg` and attributes).
+fn dump(
+    socket: &OwnedFd,
+    msg: &InetDiagRequest,
+    mut on_socket: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let len = size_of::<InetDiagRequest>();
     // SAFETY: sends the `len` bytes of a live #[repr(C)] struct without padding holes (its
     // size is asserted); to the kernel, so no address is needed.
-    let sent = unsafe { libc::send(socket.as_raw_fd(), (&raw const msg).cast(), len, 0) };
+    let sent = unsafe { libc::send(socket.as_raw_fd(), (&raw const *msg).cast(), len, 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -165,15 +222,17 @@ fn dump(counts: &mut SocketCounts) -> io::Result<()> {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if parse(&buf[..n as usize], counts)? {
+        if parse(&buf[..n as usize], &mut on_socket)? {
             return Ok(());
         }
     }
 }
 
-/// Adds the sockets in one datagram of replies; true once the dump is done.
-pub fn parse(mut data: &[u8], counts: &mut SocketCounts) -> io::Result<bool> {
-    let truncated = || io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message");
+/// Hands the sockets in one datagram of replies to `on_socket`; true once the dump is done.
+pub fn parse(
+    mut data: &[u8],
+    on_socket: &mut impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<bool> {
     while data.len() >= NLMSG_HEADER {
         let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
         let kind = u16::from_ne_bytes([data[4], data[5]]);
@@ -197,23 +256,7 @@ pub fn parse(mut data: &[u8], counts: &mut SocketCounts) -> io::Result<bool> {
                 let errno = -i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
                 return Err(io::Error::from_raw_os_error(errno));
             }
-            _ => {
-                // inet_diag_msg: family, state, timer, retrans, then the socket id whose first
-                // field is the source port in network byte order.
-                let head = payload.get(0..6).ok_or_else(truncated)?;
-                let (state, timer) = (head[1], head[2]);
-                if let Some(slot) = counts.by_state.get_mut(usize::from(state)) {
-                    *slot += 1;
-                }
-                if state == FIN_WAIT2 && timer == TIMER_TIME_WAIT {
-                    counts.fin_wait2_mini += 1;
-                }
-                if state == LISTEN {
-                    counts
-                        .listening_ports
-                        .insert(u16::from_be_bytes([head[4], head[5]]));
-                }
-            }
+            _ => on_socket(payload)?,
         }
         data = data.get(len.div_ceil(4) * 4..).unwrap_or_default();
     }
@@ -241,6 +284,10 @@ mod tests {
         message(TCPDIAG_GETSOCK, &payload)
     }
 
+    fn parse_counts(data: &[u8], counts: &mut SocketCounts) -> io::Result<bool> {
+        parse(data, &mut |payload| count_socket(payload, counts))
+    }
+
     #[test]
     fn counts_states_and_listening_ports() {
         let mut data = socket(LISTEN, 8080);
@@ -248,23 +295,23 @@ mod tests {
         data.extend(socket(1, 40000));
         data.extend(socket(LISTEN, 22));
         let mut counts = SocketCounts::default();
-        assert!(!parse(&data, &mut counts).expect("parses"));
+        assert!(!parse_counts(&data, &mut counts).expect("parses"));
         assert_eq!(counts.by_state[10], 2);
         assert_eq!(counts.by_state[6], 1);
         assert_eq!(counts.by_state[1], 1);
         assert_eq!(counts.listening_ports, BTreeSet::from([22, 8080]));
-        assert!(parse(&message(NLMSG_DONE, &[0; 4]), &mut counts).expect("done"));
+        assert!(parse_counts(&message(NLMSG_DONE, &[0; 4]), &mut counts).expect("done"));
     }
 
     #[test]
     fn reports_kernel_errors_and_truncation() {
         let mut counts = SocketCounts::default();
-        let err =
-            parse(&message(NLMSG_ERROR, &(-1i32).to_ne_bytes()), &mut counts).expect_err("EPERM");
+        let err = parse_counts(&message(NLMSG_ERROR, &(-1i32).to_ne_bytes()), &mut counts)
+            .expect_err("EPERM");
         assert_eq!(err.raw_os_error(), Some(1));
         let mut short = socket(1, 1);
         short.truncate(30);
-        assert!(parse(&short, &mut counts).is_err());
+        assert!(parse_counts(&short, &mut counts).is_err());
     }
 
     /// The request as the kernel reads it.
@@ -276,7 +323,7 @@ mod tests {
 
     #[test]
     fn request_asks_for_every_tcp_state_but_time_wait_of_both_families() {
-        let r = bytes(&request());
+        let r = bytes(&counting_request());
         assert_eq!(u32::from_ne_bytes([r[0], r[1], r[2], r[3]]), 76);
         assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 18);
         assert_eq!(r[16], 0, "AF_UNSPEC: both families in one walk");
@@ -301,7 +348,7 @@ mod tests {
         let mut data = mini;
         data.extend(socket(FIN_WAIT2, 40001)); // a full socket, keepalive timer
         let mut counts = SocketCounts::default();
-        parse(&data, &mut counts).expect("parses");
+        parse_counts(&data, &mut counts).expect("parses");
         assert_eq!(counts.by_state[usize::from(FIN_WAIT2)], 2);
         assert_eq!(counts.fin_wait2_mini, 1);
     }

@@ -17,6 +17,7 @@ mod handshake_failures;
 mod hostile_http;
 mod initiators;
 mod least_privilege;
+mod listen_queues;
 mod namespaces;
 mod pin;
 mod ports;

@@ -37,9 +37,10 @@ use self::results::{read_results, report_failures, Outcome};
 /// robustness, HTTP, TLS and held-sockets tests stay on the host: their workloads of thousands
 /// of connections take minutes under software emulation, and `sockets.rs` times dwells
 /// against a wall clock that a slow guest overshoots.
-pub const TESTS: [&str; 10] = [
+pub const TESTS: [&str; 11] = [
     "agent_metrics",
     "handshake_failures",
+    "listen_queues",
     "initiators",
     "namespaces",
     "tail",

@@ -24,6 +24,12 @@ pub const COVER_PROGRAM_NAME: &str = "inet_sock_set_state_cover";
 /// same name: SYNs a client sends again, and SYN-ACKs a server sends again.
 pub const SYN_RETRANSMIT_PROGRAM_NAME: &str = "tcp_retransmit_skb";
 pub const SYNACK_RETRANSMIT_PROGRAM_NAME: &str = "tcp_retransmit_synack";
+/// The programs on `tcp:tcp_send_reset`: one for kernels whose tracepoint carries the reset's
+/// reason (Linux 6.10+), one for those whose does not; the agent loads one of them.
+pub const SEND_RESET_PROGRAM_NAME: &str = "tcp_send_reset";
+pub const SEND_RESET_REASON_PROGRAM_NAME: &str = "tcp_send_reset_reason";
+/// The program on `tcp:tcp_receive_reset`.
+pub const RECEIVE_RESET_PROGRAM_NAME: &str = "tcp_receive_reset";
 
 /// Address families counted separately: index 0 is AF_INET, 1 is AF_INET6.
 pub const FAMILY_SLOTS: u32 = 2;
@@ -82,7 +88,10 @@ pub mod counter {
     /// this one interrupted held the map's bucket lock (`-EBUSY`): the socket's entry is then
     /// missing or stale, and its next transitions are counted as untracked or stale.
     pub const SOCKET_MAP_BUSY: u32 = 9;
-    pub const SLOTS: u32 = 10;
+    /// Resets not counted because `maps::RESETS` refused a new series: full, or its bucket
+    /// locked by a run this one interrupted.
+    pub const RESETS_UNCOUNTED: u32 = 10;
+    pub const SLOTS: u32 = 11;
 }
 
 /// Service-port slots: slot 0 is `port="other"`, slots 1.. are ports the agent put in the
@@ -151,6 +160,33 @@ pub mod teardown {
     }
 }
 
+/// Resets sent and received: the key of `maps::RESETS`.
+pub mod reset {
+    pub const SENT: u8 = 0;
+    pub const RECEIVED: u8 = 1;
+    /// The `state` of a reset sent for a segment that matched no socket.
+    pub const NO_SOCKET: u8 = 0;
+    /// The `reason` where the kernel gives none: every received reset, and sent ones before
+    /// Linux 6.10.
+    pub const REASON_UNKNOWN: u16 = u16::MAX;
+    /// Series `maps::RESETS` holds: (direction, state, reason, port slot) combinations seen.
+    pub const MAX_SERIES: u32 = 4096;
+
+    /// One series of resets.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct Key {
+        pub port_slot: u16,
+        /// The kernel's `enum sk_rst_reason` value, or [`REASON_UNKNOWN`].
+        pub reason: u16,
+        /// The socket's TCP state, or [`NO_SOCKET`].
+        pub state: u8,
+        /// [`SENT`] or [`RECEIVED`].
+        pub direction: u8,
+        pub padding: [u8; 2],
+    }
+}
+
 /// The program's maps: their names in the eBPF object, and the sizes both sides agree on.
 ///
 /// Every per-CPU array holds [`ROWS`] copies of its slots: row 0 is updated by a run on its
@@ -178,6 +214,8 @@ pub mod maps {
     /// Per-CPU `u64` per (port slot, side): SYNs (client) and SYN-ACKs (server) sent again; see
     /// `handshake::side_index`.
     pub const HANDSHAKE_RETRANSMITS: &str = "HANDSHAKE_RETRANSMITS";
+    /// Hash from [`reset::Key`](crate::reset::Key) to a `u64` count, updated atomically.
+    pub const RESETS: &str = "RESETS";
     /// Per-CPU `u64` per (port slot, initiator, kind); see `teardown::index`.
     pub const TEARDOWNS: &str = "TEARDOWNS";
     /// Ring buffer of [`TailEvent`](crate::TailEvent)s, written only for transitions that

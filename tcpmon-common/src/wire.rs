@@ -97,4 +97,6 @@ mod pod {
     unsafe impl aya::Pod for crate::TailEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::TailFilter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::reset::Key {}
 }

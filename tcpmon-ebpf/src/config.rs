@@ -54,3 +54,14 @@ pub static SK_V6_DADDR_OFFSET: u32 = 0;
 /// Offset of `struct sock.__sk_common.skc_state`: the socket's TCP state (a byte).
 #[no_mangle]
 pub static SK_STATE_OFFSET: u32 = 0;
+/// Offsets for resets sent for a segment that matched no socket, read from the segment:
+/// `struct sk_buff.dev`, `struct net_device.nd_net.net`, `struct sk_buff.head` and
+/// `struct sk_buff.transport_header`.
+#[no_mangle]
+pub static SKB_DEV_OFFSET: u32 = 0;
+#[no_mangle]
+pub static DEV_NET_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SKB_HEAD_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SKB_TRANSPORT_HEADER_OFFSET: u32 = 0;

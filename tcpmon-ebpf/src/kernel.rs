@@ -28,3 +28,19 @@ pub fn read_kernel<T>(base: u64, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error.
     unsafe { bpf_probe_read_kernel(field) }
 }
+
+/// Adds `n` to `*target` with one atomic instruction (`BPF_ATOMIC | BPF_ADD`): safe against other
+/// CPUs, and against a run that interrupts this one on its own CPU.
+///
+/// # Safety
+/// `target` must be a valid, aligned `u64` in a map value.
+#[inline(always)]
+pub unsafe fn atomic_add(target: *mut u64, n: u64) {
+    // SAFETY: the caller's; the result is unused, so this is the add without fetch that every
+    // kernel since 3.18 accepts.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            target, n,
+        )
+    };
+}

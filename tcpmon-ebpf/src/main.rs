@@ -12,12 +12,17 @@
 //! the transitions the kernel did not run the main one for (`reentry`).
 #![no_std]
 #![no_main]
+// The BPF target has no atomic read-modify-write types; the intrinsic is the kernel's atomic
+// add instruction (`kernel::atomic_add`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod accounting;
 mod config;
 mod kernel;
 mod maps;
 mod reentry;
+mod resets;
 mod retransmits;
 mod tail;
 

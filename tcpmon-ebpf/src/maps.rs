@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcpmon_common::{
-    counter, dwell_bucket, handshake, maps, port, tcp_state, teardown, DwellHistogram, SocketEntry,
-    TailFilter, TRANSITION_SLOTS,
+    counter, dwell_bucket, handshake, maps, port, reset, tcp_state, teardown, DwellHistogram,
+    SocketEntry, TailFilter, TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -54,6 +54,10 @@ static HANDSHAKE_RETRANSMITS_MAP: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(maps::ROWS * handshake::SIDE_SLOTS, 0);
 pub static HANDSHAKE_RETRANSMITS: Counters =
     Counters::new(&HANDSHAKE_RETRANSMITS_MAP, handshake::SIDE_SLOTS);
+
+/// Resets sent and received, per series; updated with atomic adds (see `resets.rs`).
+#[map]
+pub static RESETS: HashMap<reset::Key, u64> = HashMap::with_max_entries(reset::MAX_SERIES, 0);
 
 /// Teardowns per (port slot, initiator, kind).
 #[map(name = "TEARDOWNS")]
@@ -106,6 +110,17 @@ impl Counters {
         if let Some(counter) = slot.and_then(|i| self.map.get_ptr_mut(i)) {
             // SAFETY: a per-CPU value in this run's own row: no other run touches it meanwhile.
             unsafe { *counter += 1 };
+        }
+    }
+
+    /// Adds one to `index` of the first row with an atomic add: for a slot that programs which
+    /// may interrupt each other on one CPU both update.
+    #[inline(always)]
+    pub fn increment_atomic(&self, index: u32) {
+        let slot = Row::OWN.slot(self.slots, index);
+        if let Some(counter) = slot.and_then(|i| self.map.get_ptr_mut(i)) {
+            // SAFETY: a valid, aligned per-CPU u64, updated only atomically.
+            unsafe { crate::kernel::atomic_add(counter, 1) };
         }
     }
 

@@ -58,8 +58,11 @@ fn release_startup_memory() {
 /// programs (see `KernelOffsets::skips_runs_under_init`).
 pub const SKIPS_UNDER_INIT_NOTE: &str = "tcpmon: note: this kernel does not run BPF tracing programs while a thread of PID 1 is the current task; transitions made in interrupts that land on PID 1 are neither counted nor reported as skipped runs";
 
-/// Loads and attaches the probe with this kernel's offsets (printing the kernel's one caveat, if
-/// it has it), then gives back the memory that start-up needed only once.
+/// Printed where `tcp_send_reset` carries no reason (before Linux 6.10).
+pub const NO_RESET_REASONS_NOTE: &str = "tcpmon: note: this kernel names no reset reasons (Linux 6.10+ does): tcpmon_resets_total has reason=\"unknown\", and resets sent for segments that match no socket are not seen";
+
+/// Loads and attaches the probe with this kernel's offsets (printing the kernel's caveats, if
+/// it has them), then gives back the memory that start-up needed only once.
 pub fn load_probe(
     netns: Option<u32>,
     max_tracked_sockets: u32,
@@ -68,6 +71,9 @@ pub fn load_probe(
     let config = probe_config(netns, max_tracked_sockets, pins)?;
     if config.offsets.skips_runs_under_init {
         eprintln!("{SKIPS_UNDER_INIT_NOTE}");
+    }
+    if config.offsets.reset_reasons.is_none() {
+        eprintln!("{NO_RESET_REASONS_NOTE}");
     }
     let probe = Probe::load(&config)?;
     release_startup_memory();

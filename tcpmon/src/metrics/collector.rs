@@ -150,9 +150,10 @@ impl ProbeCollector {
         let tracked = state.probe.tracked_sockets()?;
         let snapshot = state.probe.snapshot()?;
         let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
+        let resets = state.probe.resets()?;
         let estimate = inserts.saturating_sub(deletes).saturating_sub(tracked);
         state.evicted = state.evicted.max(estimate);
-        let mut program = ProgramRuns::of(program, snapshot.counters[counter::COVERED as usize]);
+        let mut program = ProgramRuns::of(&program, snapshot.counters[counter::COVERED as usize]);
         // Never backwards: a later scrape can only find more of the truth.
         program.missed = program.missed.map(|m| m.max(state.missed));
         state.missed = program.missed.unwrap_or(0);
@@ -161,6 +162,8 @@ impl ProbeCollector {
             ports: &state.ports,
             sockets: &sockets,
             listen: &listen,
+            resets: &resets,
+            reset_reasons: state.probe.reset_reasons(),
             tracked,
             evicted: state.evicted,
             dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),

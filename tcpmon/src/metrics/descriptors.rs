@@ -95,6 +95,20 @@ pub const LISTEN_DROPS: FamilyDesc = FamilyDesc {
     labels: &["port"],
 };
 
+pub const RESETS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_resets_total",
+    help: "TCP resets sent and received, by the socket's state (none: a segment that matched no socket), the kernel's reason (Linux 6.10+ for sent resets; unknown otherwise) and service port.",
+    kind: MetricType::COUNTER,
+    labels: &["direction", "state", "reason", "port"],
+};
+
+pub const RESETS_UNCOUNTED: FamilyDesc = FamilyDesc {
+    name: "tcpmon_resets_uncounted_total",
+    help: "Resets not in tcpmon_resets_total: the first of a new series when the series map was full or locked by a run the reset interrupted.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
 pub const TEARDOWNS: FamilyDesc = FamilyDesc {
     name: "tcpmon_teardowns_total",
     help: "Connections ended, by who closed first (local, remote, simultaneous) and how (fin: the four-way teardown; reset: anything else).",
@@ -208,7 +222,7 @@ pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
 };
 
 /// Every family, in exposition order.
-pub const ALL: [&FamilyDesc; 26] = [
+pub const ALL: [&FamilyDesc; 28] = [
     &STATE_TRANSITIONS,
     &STATE_DURATION,
     &STATE_DURATION_UNMEASURED,
@@ -219,6 +233,8 @@ pub const ALL: [&FamilyDesc; 26] = [
     &LISTEN_QUEUE_LENGTH,
     &LISTEN_QUEUE_LIMIT,
     &LISTEN_DROPS,
+    &RESETS,
+    &RESETS_UNCOUNTED,
     &TEARDOWNS,
     &SOCKETS,
     &TRACKED_SOCKETS,

@@ -1,7 +1,7 @@
 //! Turning one read of the kernel maps (and the socket counts) into Prometheus metric families.
 //! Pure functions, tested without root against hand-made snapshots.
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily};
-use tcpmon_common::{counter, handshake, side, teardown, FAMILY_SLOTS};
+use tcpmon_common::{counter, handshake, reset, side, teardown, FAMILY_SLOTS};
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,7 @@ use super::{
     descriptors as family, histogram,
     listeners::{self, PortQueue},
     ports::PortTable,
+    resets::{self, ReasonNames},
     sock_diag::SocketCounts,
 };
 use crate::{
@@ -46,8 +47,10 @@ impl ProgramRuns {
     /// before `covered` (the cover's count, from the snapshot): a skip counted after the stats
     /// were read may already be covered, so the difference can only fall short of the truth,
     /// never exceed it. The other programs' skips are missed: they have no cover.
-    pub fn of(programs: [ProgramStats; 4], covered: u64) -> ProgramRuns {
-        let [main, _, others @ ..] = programs;
+    pub fn of(programs: &[ProgramStats], covered: u64) -> ProgramRuns {
+        let [main, _, others @ ..] = programs else {
+            return ProgramRuns::default();
+        };
         let others_missed: u64 = others.iter().filter_map(|p| p.recursion_misses).sum();
         ProgramRuns {
             runs: main.run_count,
@@ -66,6 +69,8 @@ pub struct ScrapeInput<'a> {
     pub sockets: &'a SocketCounts,
     /// Listeners summed per port.
     pub listen: &'a BTreeMap<u16, PortQueue>,
+    pub resets: &'a [(reset::Key, u64)],
+    pub reset_reasons: &'a ReasonNames,
     pub tracked: u64,
     pub evicted: u64,
     /// Tail events dropped in userspace because a client was slow.
@@ -99,6 +104,12 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
     ];
     all.extend(listeners::families(input.ports, input.listen));
     all.extend([
+        family::RESETS.with(resets::series(
+            input.ports,
+            input.resets,
+            input.reset_reasons,
+        )),
+        family::RESETS_UNCOUNTED.with(vec![counter(&[], c(counter::RESETS_UNCOUNTED))]),
         family::TEARDOWNS.with(teardowns(s, input.ports)),
         family::SOCKETS.with(sockets(input.sockets)),
         family::TRACKED_SOCKETS.with(vec![gauge(&[], input.tracked as f64)]),

@@ -23,7 +23,7 @@ fn program_runs_combine_the_main_program_and_its_cover() {
         run_count: 2,
         recursion_misses: Some(1),
     };
-    let runs = ProgramRuns::of([main, cover, retransmits, retransmits], 2);
+    let runs = ProgramRuns::of(&[main, cover, retransmits, retransmits], 2);
     assert_eq!(
         runs,
         ProgramRuns {
@@ -37,7 +37,7 @@ fn program_runs_combine_the_main_program_and_its_cover() {
         ..main
     };
     assert_eq!(
-        ProgramRuns::of([old_kernel, cover, cover, cover], 0).missed,
+        ProgramRuns::of(&[old_kernel, cover, cover, cover], 0).missed,
         None
     );
 }
@@ -60,6 +60,8 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
         ports,
         sockets,
         listen: &BTreeMap::new(),
+        resets: &[],
+        reset_reasons: &ReasonNames::default(),
         tracked: 3,
         evicted: 1,
         dropped_slow: 5,
@@ -201,6 +203,8 @@ fn series_labels_match_their_descriptors() {
                 ..PortQueue::default()
             },
         )]),
+        resets: &[(tcpmon_common::reset::Key::default(), 1)],
+        reset_reasons: &ReasonNames::default(),
         tracked: 1,
         evicted: 1,
         dropped_slow: 1,

@@ -8,4 +8,5 @@ pub mod histogram;
 pub mod listeners;
 pub mod netns;
 pub mod ports;
+pub mod resets;
 pub mod sock_diag;

@@ -139,6 +139,22 @@ impl<'a> Btf<'a> {
             .any(|t| t.kind == KIND_TYPEDEF && self.name_is(t.name_offset, name.as_bytes()))
     }
 
+    /// The (value, name) pairs of `enum <name>`, if the BTF has it.
+    pub fn enum_values(&self, name: &str) -> Option<Vec<(u32, String)>> {
+        let found = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_ENUM && self.name_is(t.name_offset, name.as_bytes()))?;
+        (0..found.vlen)
+            .map(|i| {
+                let at = found.members_at + i * 8;
+                let name = self.name(u32_at(self.data, at).ok()?);
+                let value = u32_at(self.data, at + 4).ok()?;
+                Some((value, String::from_utf8_lossy(name).into_owned()))
+            })
+            .collect()
+    }
+
     /// Byte offset of `path` (member names, outermost first) inside `struct <root>`.
     /// Members of anonymous structs and unions are found as if they were direct members,
     /// as in C.

@@ -3,7 +3,8 @@ use super::*;
 /// Builds a BTF blob: `struct outer { int a; union { int b; struct inner in; }; const_inner c; }`
 /// where `struct inner { long x; int y; }` and `const_inner` is a typedef of `const struct inner`.
 fn sample_blob() -> Vec<u8> {
-    let mut strings = b"\0int\0long\0inner\0x\0y\0outer\0a\0b\0in\0c\0const_inner\0".to_vec();
+    let mut strings =
+        b"\0int\0long\0inner\0x\0y\0outer\0a\0b\0in\0c\0const_inner\0color\0RED\0BLUE\0".to_vec();
     let find = |strings: &[u8], s: &str| -> u32 {
         let needle = [s.as_bytes(), b"\0"].concat();
         (1..strings.len())
@@ -31,6 +32,9 @@ fn sample_blob() -> Vec<u8> {
     // 7: struct outer { int a @0; union @64 bits; const_inner c @192 bits }
     push(&[s("outer"), info(KIND_STRUCT, 3), 40]);
     push(&[s("a"), 1, 0, 0, 4, 64, s("c"), 6, 192]);
+    // 8: enum color { RED = 0, BLUE = 7 }
+    push(&[s("color"), info(KIND_ENUM, 2), 4]);
+    push(&[s("RED"), 0, s("BLUE"), 7]);
 
     let mut blob = Vec::new();
     blob.extend(MAGIC.to_le_bytes());
@@ -110,4 +114,15 @@ fn reads_this_kernels_tcp_fields() {
     assert_eq!(err % 4, 0);
     assert_eq!(srtt % 4, 0);
     eprintln!("sk_err at {err}, srtt_us at {srtt}");
+}
+
+#[test]
+fn reads_an_enums_names_and_values() {
+    let blob = sample_blob();
+    let btf = Btf::parse(&blob).expect("parses");
+    assert_eq!(
+        btf.enum_values("color"),
+        Some(vec![(0, "RED".to_string()), (7, "BLUE".to_string())])
+    );
+    assert_eq!(btf.enum_values("colour"), None);
 }

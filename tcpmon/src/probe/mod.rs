@@ -5,6 +5,7 @@ pub mod map_batch;
 pub mod offsets;
 pub mod pin;
 pub mod prog_stats;
+mod resets;
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -24,7 +25,10 @@ use tcpmon_common::{
 
 pub use self::offsets::KernelOffsets;
 use self::prog_stats::ProgramStats;
-use crate::{error::Error, metrics::histogram};
+use crate::{
+    error::Error,
+    metrics::{histogram, resets::ReasonNames},
+};
 
 /// The programs counting handshake retransmissions, each on the tracepoint of its name.
 const RETRANSMIT_PROGRAMS: [&str; 2] =
@@ -52,6 +56,9 @@ pub struct ProbeConfig {
 pub struct Probe {
     ebpf: Ebpf,
     program_id: u32,
+    /// The reset programs loaded for this kernel, with their tracepoints.
+    reset_programs: [(&'static str, &'static str); 2],
+    reset_reasons: ReasonNames,
 }
 
 /// One read of every aggregate map, summed over CPUs.
@@ -105,6 +112,10 @@ impl Probe {
             .override_global("SK_DADDR_OFFSET", &o.sk_daddr, true)
             .override_global("SK_V6_RCV_SADDR_OFFSET", &o.sk_v6_rcv_saddr, true)
             .override_global("SK_V6_DADDR_OFFSET", &o.sk_v6_daddr, true)
+            .override_global("SKB_DEV_OFFSET", &o.skb_dev, true)
+            .override_global("DEV_NET_OFFSET", &o.dev_net, true)
+            .override_global("SKB_HEAD_OFFSET", &o.skb_head, true)
+            .override_global("SKB_TRANSPORT_HEADER_OFFSET", &o.skb_transport_header, true)
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
@@ -115,18 +126,29 @@ impl Probe {
         for program in RETRANSMIT_PROGRAMS {
             attach(&mut ebpf, program, program, &btf)?;
         }
+        let reset_programs = resets::programs(o);
+        for (program, tracepoint) in reset_programs {
+            attach(&mut ebpf, program, tracepoint, &btf)?;
+        }
         drop(btf);
-        Ok(Probe { ebpf, program_id })
+        Ok(Probe {
+            ebpf,
+            program_id,
+            reset_programs,
+            reset_reasons: ReasonNames::new(o.reset_reasons.as_deref().unwrap_or_default()),
+        })
     }
 
-    /// Run count, run time and recursion misses of the main program, of its cover, and of the
-    /// retransmission programs.
-    pub fn program_stats(&self) -> Result<[ProgramStats; 4], Error> {
+    /// Run count, run time and recursion misses of the main program, of its cover, then of
+    /// the retransmission and reset programs.
+    pub fn program_stats(&self) -> Result<[ProgramStats; 6], Error> {
         Ok([
             self.stats_of(PROGRAM_NAME)?,
             self.stats_of(COVER_PROGRAM_NAME)?,
             self.stats_of(RETRANSMIT_PROGRAMS[0])?,
             self.stats_of(RETRANSMIT_PROGRAMS[1])?,
+            self.stats_of(self.reset_programs[0].0)?,
+            self.stats_of(self.reset_programs[1].0)?,
         ])
     }
 

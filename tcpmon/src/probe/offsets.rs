@@ -7,7 +7,7 @@ const TRACEPOINT_TYPEDEF: &str = "btf_trace_inet_sock_set_state";
 
 /// Kernel struct offsets the program needs, read from BTF, and one property of the kernel that
 /// its BTF reveals.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct KernelOffsets {
     /// The kernel silently skips BPF tracing programs while a thread of PID 1 is the current
     /// task, unless PID 1 loaded them (the sandbox kernels tcpmon is developed on patch
@@ -43,6 +43,17 @@ pub struct KernelOffsets {
     pub sk_v6_rcv_saddr: u32,
     /// `struct sock.__sk_common.skc_v6_daddr`
     pub sk_v6_daddr: u32,
+    /// `struct sk_buff.dev`
+    pub skb_dev: u32,
+    /// `struct net_device.nd_net.net`
+    pub dev_net: u32,
+    /// `struct sk_buff.head`
+    pub skb_head: u32,
+    /// `struct sk_buff.transport_header`
+    pub skb_transport_header: u32,
+    /// The names of the kernel's reset reasons (`enum sk_rst_reason`, Linux 6.10+, which is also
+    /// when `tcp_send_reset` began to carry one), by value; `None` before.
+    pub reset_reasons: Option<Vec<(u32, String)>>,
 }
 
 impl KernelOffsets {
@@ -90,6 +101,15 @@ impl KernelOffsets {
             sk_daddr: common("skc_daddr")?,
             sk_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
             sk_v6_daddr: common("skc_v6_daddr")?,
+            skb_dev: btf.member_offset("sk_buff", &["dev"]).map_err(layout)?,
+            dev_net: btf
+                .member_offset("net_device", &["nd_net", "net"])
+                .map_err(layout)?,
+            skb_head: btf.member_offset("sk_buff", &["head"]).map_err(layout)?,
+            skb_transport_header: btf
+                .member_offset("sk_buff", &["transport_header"])
+                .map_err(layout)?,
+            reset_reasons: btf.enum_values("sk_rst_reason"),
         })
     }
 }

@@ -18,7 +18,7 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use tcpmon_common::{
-    counter, handshake, maps, port, tcp_state, teardown, DwellHistogram, SocketEntry,
+    counter, handshake, maps, port, reset, tcp_state, teardown, DwellHistogram, SocketEntry,
     TRANSITION_SLOTS,
 };
 
@@ -38,7 +38,7 @@ pub struct MapShape {
 }
 
 /// The maps kept across restarts, shaped as this build creates them.
-pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 9] {
+pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 10] {
     let counters = |name, slots| MapShape {
         name,
         kind: MapType::PerCpuArray,
@@ -74,6 +74,13 @@ pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 9] {
             key_size: 2,
             value_size: 4,
             max_entries: port::SLOTS,
+        },
+        MapShape {
+            name: maps::RESETS,
+            kind: MapType::Hash,
+            key_size: size_of::<reset::Key>() as u32,
+            value_size: 8,
+            max_entries: reset::MAX_SERIES,
         },
     ]
 }

@@ -180,12 +180,15 @@ fn a_normal_start_prints_one_line_and_no_warning() {
         )
     );
     assert_eq!(crate::support::http_get(agent.addr, "/healthz"), "ok\n");
-    // The one note a normal start prints is on kernels that hide transitions from BPF.
-    let notes: &[&str] = if crate::support::hidden::kernel_hides_transitions() {
-        &[tcpmon::startup::SKIPS_UNDER_INIT_NOTE]
-    } else {
-        &[]
-    };
+    // The notes a normal start prints: on kernels that hide transitions from BPF, and on those
+    // that name no reset reasons.
+    let mut notes = Vec::new();
+    if crate::support::hidden::kernel_hides_transitions() {
+        notes.push(tcpmon::startup::SKIPS_UNDER_INIT_NOTE);
+    }
+    if !crate::support::kernel_names_reset_reasons() {
+        notes.push(tcpmon::startup::NO_RESET_REASONS_NOTE);
+    }
     assert_eq!(agent.notes, notes);
     // Skipped runs are in the program's info since Linux 5.12; before, the metric is absent
     // rather than a misleading 0.

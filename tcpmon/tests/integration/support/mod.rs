@@ -744,6 +744,13 @@ pub fn program_unloaded(id: &str) -> bool {
     }
 }
 
+/// Whether this kernel names its reset reasons (`enum sk_rst_reason`, Linux 6.10+): then it
+/// also traces resets sent for segments that match no socket.
+pub fn kernel_names_reset_reasons() -> bool {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+    btf.windows(15).any(|w| w == b"\0sk_rst_reason\0")
+}
+
 /// Sockets per state in `ns` as `ss -tan` reports them, named as tcpmon names states, with
 /// every state present.
 pub fn ss_counts(ns: &NetNs) -> BTreeMap<String, u64> {

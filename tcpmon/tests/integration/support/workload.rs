@@ -191,7 +191,7 @@ pub fn read_until_closed(mut stream: TcpStream) {
     }
 }
 
-fn set_linger_zero(stream: &TcpStream) {
+pub fn set_linger_zero(stream: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,

@@ -1,0 +1,41 @@
+//! The reset programs: which of them this kernel takes, and reading what they counted.
+use aya::maps::{HashMap, MapData};
+use tcpmon_common::{
+    maps, reset, RECEIVE_RESET_PROGRAM_NAME, SEND_RESET_PROGRAM_NAME,
+    SEND_RESET_REASON_PROGRAM_NAME,
+};
+
+use super::{map_error, KernelOffsets, Probe};
+use crate::{error::Error, metrics::resets::ReasonNames};
+
+/// The (program, tracepoint) pairs to load: `tcp_send_reset` has carried the reset's reason
+/// since the kernel gained `enum sk_rst_reason` (Linux 6.10), and a program may read only the
+/// arguments its kernel's tracepoint has.
+pub fn programs(offsets: &KernelOffsets) -> [(&'static str, &'static str); 2] {
+    let send = if offsets.reset_reasons.is_some() {
+        SEND_RESET_REASON_PROGRAM_NAME
+    } else {
+        SEND_RESET_PROGRAM_NAME
+    };
+    [
+        (send, "tcp_send_reset"),
+        (RECEIVE_RESET_PROGRAM_NAME, "tcp_receive_reset"),
+    ]
+}
+
+impl Probe {
+    /// The names of this kernel's reset reasons (none before Linux 6.10).
+    pub fn reset_reasons(&self) -> &ReasonNames {
+        &self.reset_reasons
+    }
+
+    /// Every series of resets counted so far.
+    pub fn resets(&self) -> Result<Vec<(reset::Key, u64)>, Error> {
+        let resets: HashMap<&MapData, reset::Key, u64> = HashMap::try_from(self.map(maps::RESETS)?)
+            .map_err(|e| map_error(maps::RESETS, "open", e))?;
+        resets
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| map_error(maps::RESETS, "read", e))
+    }
+}

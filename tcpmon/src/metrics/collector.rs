@@ -24,6 +24,7 @@ use super::{
     netns,
     ports::PortTable,
     sock_diag::{self, SocketCounts},
+    socket_ages,
 };
 use crate::{
     error::Error,
@@ -151,7 +152,10 @@ impl ProbeCollector {
         let snapshot = state.probe.snapshot()?;
         let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
         let resets = state.probe.resets()?;
-        let estimate = inserts.saturating_sub(deletes).saturating_sub(tracked);
+        let now_ns = socket_ages::monotonic_ns();
+        let estimate = inserts
+            .saturating_sub(deletes)
+            .saturating_sub(tracked.count);
         state.evicted = state.evicted.max(estimate);
         let mut program = ProgramRuns::of(&program, snapshot.counters[counter::COVERED as usize]);
         // Never backwards: a later scrape can only find more of the truth.
@@ -164,7 +168,9 @@ impl ProbeCollector {
             listen: &listen,
             resets: &resets,
             reset_reasons: state.probe.reset_reasons(),
-            tracked,
+            tracked: tracked.count,
+            oldest_entered_ns: &tracked.oldest_entered_ns,
+            now_ns,
             evicted: state.evicted,
             dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),
             tail_clients: self.hub.subscribers(),

@@ -123,6 +123,13 @@ pub const SOCKETS: FamilyDesc = FamilyDesc {
     labels: &["state"],
 };
 
+pub const OLDEST_SOCKET_AGE: FamilyDesc = FamilyDesc {
+    name: "tcpmon_oldest_socket_age_seconds",
+    help: "How long the socket longest in each state has been in it (sockets tcpmon saw enter it; TIME_WAIT not tracked): a CLOSE_WAIT leak, a FIN_WAIT2 waiting for its peer, a connect retrying.",
+    kind: MetricType::GAUGE,
+    labels: &["state", "port"],
+};
+
 pub const TRACKED_SOCKETS: FamilyDesc = FamilyDesc {
     name: "tcpmon_tracked_sockets",
     help: "Sockets in the eBPF per-socket map now.",
@@ -222,7 +229,7 @@ pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
 };
 
 /// Every family, in exposition order.
-pub const ALL: [&FamilyDesc; 28] = [
+pub const ALL: [&FamilyDesc; 29] = [
     &STATE_TRANSITIONS,
     &STATE_DURATION,
     &STATE_DURATION_UNMEASURED,
@@ -237,6 +244,7 @@ pub const ALL: [&FamilyDesc; 28] = [
     &RESETS_UNCOUNTED,
     &TEARDOWNS,
     &SOCKETS,
+    &OLDEST_SOCKET_AGE,
     &TRACKED_SOCKETS,
     &TRACKED_SOCKETS_EVICTED,
     &BUILD_INFO,

@@ -11,6 +11,7 @@ use super::{
     ports::PortTable,
     resets::{self, ReasonNames},
     sock_diag::SocketCounts,
+    socket_ages,
 };
 use crate::{
     probe::{prog_stats::ProgramStats, Snapshot},
@@ -70,6 +71,9 @@ pub struct ScrapeInput<'a> {
     /// Listeners summed per port.
     pub listen: &'a BTreeMap<u16, PortQueue>,
     pub resets: &'a [(reset::Key, u64)],
+    /// By (state, port slot), when the oldest tracked socket entered it; and now, on that clock.
+    pub oldest_entered_ns: &'a BTreeMap<(i32, u16), u64>,
+    pub now_ns: u64,
     pub reset_reasons: &'a ReasonNames,
     pub tracked: u64,
     pub evicted: u64,
@@ -112,6 +116,11 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
         family::RESETS_UNCOUNTED.with(vec![counter(&[], c(counter::RESETS_UNCOUNTED))]),
         family::TEARDOWNS.with(teardowns(s, input.ports)),
         family::SOCKETS.with(sockets(input.sockets)),
+        family::OLDEST_SOCKET_AGE.with(socket_ages::series(
+            input.ports,
+            input.oldest_entered_ns,
+            input.now_ns,
+        )),
         family::TRACKED_SOCKETS.with(vec![gauge(&[], input.tracked as f64)]),
         family::TRACKED_SOCKETS_EVICTED.with(vec![counter(&[], input.evicted as f64)]),
         family::BUILD_INFO.with(vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)]),

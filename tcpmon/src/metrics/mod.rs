@@ -10,3 +10,4 @@ pub mod netns;
 pub mod ports;
 pub mod resets;
 pub mod sock_diag;
+pub mod socket_ages;

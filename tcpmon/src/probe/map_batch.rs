@@ -102,11 +102,15 @@ fn for_each(
     }
 }
 
-/// Number of entries in a hash map with `key_size`-byte keys and `value_size`-byte values.
-pub fn count_entries(map: &MapData, key_size: usize, value_size: usize) -> io::Result<u64> {
-    let mut total = 0;
-    for_each(map, key_size, value_size, HASH_BATCH, |_, _| total += 1)?;
-    Ok(total)
+/// Calls `each(key, value)` for every entry of a hash map with `key_size`-byte keys and
+/// `value_size`-byte values.
+pub fn for_each_entry(
+    map: &MapData,
+    key_size: usize,
+    value_size: usize,
+    each: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
+    for_each(map, key_size, value_size, HASH_BATCH, each)
 }
 
 /// Every slot of a per-CPU array of `entries` values of type `T`, each as its per-CPU values.

@@ -61,6 +61,15 @@ pub struct Probe {
     reset_reasons: ReasonNames,
 }
 
+/// What the per-socket map holds.
+#[derive(Clone, Debug, Default)]
+pub struct TrackedSockets {
+    pub count: u64,
+    /// By (state, port slot): when the socket longest in that state entered it, in
+    /// `bpf_ktime_get_ns()` time (CLOCK_MONOTONIC).
+    pub oldest_entered_ns: std::collections::BTreeMap<(i32, u16), u64>,
+}
+
 /// One read of every aggregate map, summed over CPUs.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -232,11 +241,25 @@ impl Probe {
         })
     }
 
-    /// Entries now in the per-socket map.
-    pub fn tracked_sockets(&self) -> Result<u64, Error> {
+    /// The per-socket map now: how many entries, and the oldest state entry per (state, port
+    /// slot), one walk of the map.
+    pub fn tracked_sockets(&self) -> Result<TrackedSockets, Error> {
         let data = self.map_data(maps::SOCKETS)?;
-        map_batch::count_entries(data, size_of::<u64>(), size_of::<SocketEntry>())
-            .map_err(Self::read_error(maps::SOCKETS))
+        let mut tracked = TrackedSockets::default();
+        let entry_size = size_of::<SocketEntry>();
+        map_batch::for_each_entry(data, size_of::<u64>(), entry_size, |_, value| {
+            tracked.count += 1;
+            // SAFETY: `value` holds the kernel's copy of one entry, `entry_size` bytes of a
+            // #[repr(C)] struct of integers; read unaligned, as the buffer is bytes.
+            let entry: SocketEntry = unsafe { std::ptr::read_unaligned(value.as_ptr().cast()) };
+            let oldest = tracked
+                .oldest_entered_ns
+                .entry((entry.state, entry.port_slot))
+                .or_insert(u64::MAX);
+            *oldest = (*oldest).min(entry.entered_ns);
+        })
+        .map_err(Self::read_error(maps::SOCKETS))?;
+        Ok(tracked)
     }
 
     /// Takes the tail's maps out of the probe: the ring buffer of events and the filter that

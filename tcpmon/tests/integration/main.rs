@@ -26,6 +26,7 @@ mod resets;
 mod retransmits;
 mod robustness;
 mod soak;
+mod socket_ages;
 mod sockets;
 mod storm;
 mod tail;

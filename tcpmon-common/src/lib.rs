@@ -28,6 +28,8 @@ pub const SYNACK_RETRANSMIT_PROGRAM_NAME: &str = "tcp_retransmit_synack";
 /// reason (Linux 6.10+), one for those whose does not; the agent loads one of them.
 pub const SEND_RESET_PROGRAM_NAME: &str = "tcp_send_reset";
 pub const SEND_RESET_REASON_PROGRAM_NAME: &str = "tcp_send_reset_reason";
+/// The socket iterator (`iter/tcp`) that `tcpmon sockets` reads.
+pub const SOCKETS_ITERATOR_NAME: &str = "tcpmon_sockets";
 /// The program on `tcp:tcp_receive_reset`.
 pub const RECEIVE_RESET_PROGRAM_NAME: &str = "tcp_receive_reset";
 

@@ -51,6 +51,31 @@ pub struct TailEvent {
 }
 const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
 
+/// One open socket, as the socket iterator (`tcpmon sockets`) writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketRecord {
+    /// The socket's kernel address: the per-socket map's key, and a tail event's `connection`.
+    pub skaddr: u64,
+    /// `bpf_ktime_get_ns()` when the socket entered `state`, or 0 if tcpmon did not see it.
+    pub entered_ns: u64,
+    /// The socket's inode (`ss -e`'s `ino`, `socket:[INODE]` in `/proc/PID/fd`), 0 if none.
+    pub inode: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// The process the tail saw act on the socket, as in [`SocketEntry`]; 0 if none.
+    pub pid: u32,
+    pub comm: [u8; 16],
+    pub family: u16,
+    /// Local and remote ports, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// The kernel's TCP state.
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 96);
+
 /// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
 pub const DWELL_UNKNOWN: u64 = u64::MAX;
 
@@ -99,4 +124,6 @@ mod pod {
     unsafe impl aya::Pod for crate::TailFilter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::reset::Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::SocketRecord {}
 }

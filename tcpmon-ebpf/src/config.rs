@@ -65,3 +65,11 @@ pub static DEV_NET_OFFSET: u32 = 0;
 pub static SKB_HEAD_OFFSET: u32 = 0;
 #[no_mangle]
 pub static SKB_TRANSPORT_HEADER_OFFSET: u32 = 0;
+/// Offsets for the socket iterator's inode: `struct sock.sk_socket`, `struct
+/// socket_alloc.vfs_inode`, `struct inode.i_ino`.
+#[no_mangle]
+pub static SK_SOCKET_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SOCKET_INODE_OFFSET: u32 = 0;
+#[no_mangle]
+pub static INODE_INO_OFFSET: u32 = 0;

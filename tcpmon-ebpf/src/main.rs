@@ -24,6 +24,7 @@ mod maps;
 mod reentry;
 mod resets;
 mod retransmits;
+mod sockets_iter;
 mod tail;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};

@@ -18,6 +18,7 @@ use crate::{
         capabilities::{self, User},
     },
     probe::pin,
+    sockets::lister::SocketLister,
     startup::{self, netns_inode, raise_open_files_limit, runtime, shutdown_signal},
     tail::agent::{hub::Hub, server as tail_server},
     web::{routes, server as http, web_config::WebConfig},
@@ -47,6 +48,10 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let mut probe = startup::load_probe(netns, options.max_tracked_sockets, pins)?;
     let program_id = probe.program_id();
     let (ring, kernel_filter) = probe.take_tail_maps()?;
+    let iterator = probe
+        .take_socket_iterator()
+        .ok_or_else(|| Error::Load("the socket iterator was taken twice".into()))?;
+    let lister = Arc::new(SocketLister::new(iterator, options.netns.clone()));
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
         .map_err(Error::Ports)?;
     // Loaded, attached, bound: from here on the agent needs only what its scrapes use.
@@ -77,7 +82,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         );
         let tail_listener = tokio::net::UnixListener::from_std(tail_listener)
             .context("registering the tail socket")?;
-        let tail = tokio::spawn(tail_server::serve(tail_listener, hub));
+        let tail = tokio::spawn(tail_server::serve(tail_listener, hub, lister));
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("registering the listener")?;
         let app = routes::router(registry, &web);

@@ -1,9 +1,10 @@
 //! Command-line interface. Doc comments are the help text; `tests/cli.rs` snapshots it.
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
+    sockets::client::parse_duration,
     state::TcpState,
     tail::{
         agent::server::DEFAULT_SOCKET,
@@ -25,6 +26,40 @@ pub enum Command {
     Agent(AgentOptions),
     /// Watch TCP state changes as they happen, from the running agent (or --standalone).
     Tail(TailOptions),
+    /// List open TCP sockets with how long each has been in its state, its endpoints and its
+    /// process, oldest first, from the running agent.
+    Sockets(SocketsOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct SocketsOptions {
+    /// Only sockets in this state (CLOSE_WAIT, FIN_WAIT2, ...; repeat or comma-separate).
+    #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_state)]
+    pub state: Vec<TcpState>,
+
+    /// Only sockets in their state for at least this long (for example 500ms, 30s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Option<Duration>,
+
+    /// Only sockets with this local or remote port (repeat or comma-separate).
+    #[arg(long, value_name = "PORT", value_delimiter = ',')]
+    pub port: Vec<u16>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = SocketsFormat::Table)]
+    pub output: SocketsFormat,
+
+    /// The agent's tail socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SocketsFormat {
+    /// Aligned columns, oldest first.
+    Table,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod privileges;
 pub mod probe;
+pub mod sockets;
 pub mod startup;
 pub mod state;
 pub mod tail;
@@ -20,5 +21,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Agent(options) => agent::run(options),
         cli::Command::Tail(options) => tail::client::run(options),
+        cli::Command::Sockets(options) => sockets::client::run(options),
     }
 }

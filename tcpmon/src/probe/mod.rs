@@ -6,6 +6,7 @@ pub mod offsets;
 pub mod pin;
 pub mod prog_stats;
 mod resets;
+pub mod socket_iter;
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -14,17 +15,17 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, Iter},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
     counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, TailFilter,
-    COVER_PROGRAM_NAME, PROGRAM_NAME, SYNACK_RETRANSMIT_PROGRAM_NAME, SYN_RETRANSMIT_PROGRAM_NAME,
-    TRANSITION_SLOTS,
+    COVER_PROGRAM_NAME, PROGRAM_NAME, SOCKETS_ITERATOR_NAME, SYNACK_RETRANSMIT_PROGRAM_NAME,
+    SYN_RETRANSMIT_PROGRAM_NAME, TRANSITION_SLOTS,
 };
 
 pub use self::offsets::KernelOffsets;
-use self::prog_stats::ProgramStats;
+use self::{prog_stats::ProgramStats, socket_iter::SocketIterator};
 use crate::{
     error::Error,
     metrics::{histogram, resets::ReasonNames},
@@ -59,6 +60,7 @@ pub struct Probe {
     /// The reset programs loaded for this kernel, with their tracepoints.
     reset_programs: [(&'static str, &'static str); 2],
     reset_reasons: ReasonNames,
+    socket_iterator: Option<SocketIterator>,
 }
 
 /// What the per-socket map holds.
@@ -125,6 +127,9 @@ impl Probe {
             .override_global("DEV_NET_OFFSET", &o.dev_net, true)
             .override_global("SKB_HEAD_OFFSET", &o.skb_head, true)
             .override_global("SKB_TRANSPORT_HEADER_OFFSET", &o.skb_transport_header, true)
+            .override_global("SK_SOCKET_OFFSET", &o.sk_socket, true)
+            .override_global("SOCKET_INODE_OFFSET", &o.socket_inode, true)
+            .override_global("INODE_INO_OFFSET", &o.inode_ino, true)
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
@@ -139,12 +144,14 @@ impl Probe {
         for (program, tracepoint) in reset_programs {
             attach(&mut ebpf, program, tracepoint, &btf)?;
         }
+        let socket_iterator = load_socket_iterator(&mut ebpf, &btf)?;
         drop(btf);
         Ok(Probe {
             ebpf,
             program_id,
             reset_programs,
             reset_reasons: ReasonNames::new(o.reset_reasons.as_deref().unwrap_or_default()),
+            socket_iterator: Some(socket_iterator),
         })
     }
 
@@ -262,6 +269,11 @@ impl Probe {
         Ok(tracked)
     }
 
+    /// Takes the socket iterator out of the probe, for the tail socket's `sockets` requests.
+    pub fn take_socket_iterator(&mut self) -> Option<SocketIterator> {
+        self.socket_iterator.take()
+    }
+
     /// Takes the tail's maps out of the probe: the ring buffer of events and the filter that
     /// selects what the program writes to it. Call once, before the probe is shared.
     pub fn take_tail_maps(
@@ -305,7 +317,24 @@ impl Probe {
     }
 }
 
-/// A failed operation on one of the program's maps, named.
+/// Loads the socket iterator (not attached: each read makes its own link).
+fn load_socket_iterator(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<SocketIterator, Error> {
+    let name = SOCKETS_ITERATOR_NAME;
+    let program: &mut Iter = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Load(format!("program {name} missing from object")))?
+        .try_into()
+        .map_err(|e| Error::Load(format!("{e:#}")))?;
+    program
+        .load("tcp", btf)
+        .map_err(|e| Error::Load(format!("verifier: {e:#}")))?;
+    let fd = program
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|e| Error::Load(format!("socket iterator: {e:#}")))?;
+    Ok(SocketIterator::new(fd))
+}
+
 /// Loads program `name` of the object for `tracepoint` and attaches it; returns its id.
 fn attach(
     ebpf: &mut Ebpf,
@@ -330,6 +359,7 @@ fn attach(
         .id())
 }
 
+/// A failed operation on one of the program's maps, named.
 fn map_error(map: &'static str, op: &'static str, cause: impl std::fmt::Display) -> Error {
     Error::Map {
         map,

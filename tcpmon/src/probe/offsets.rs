@@ -51,6 +51,12 @@ pub struct KernelOffsets {
     pub skb_head: u32,
     /// `struct sk_buff.transport_header`
     pub skb_transport_header: u32,
+    /// `struct sock.sk_socket`
+    pub sk_socket: u32,
+    /// `struct socket_alloc.vfs_inode`
+    pub socket_inode: u32,
+    /// `struct inode.i_ino`
+    pub inode_ino: u32,
     /// The names of the kernel's reset reasons (`enum sk_rst_reason`, Linux 6.10+, which is also
     /// when `tcp_send_reset` began to carry one), by value; `None` before.
     pub reset_reasons: Option<Vec<(u32, String)>>,
@@ -109,6 +115,11 @@ impl KernelOffsets {
             skb_transport_header: btf
                 .member_offset("sk_buff", &["transport_header"])
                 .map_err(layout)?,
+            sk_socket: btf.member_offset("sock", &["sk_socket"]).map_err(layout)?,
+            socket_inode: btf
+                .member_offset("socket_alloc", &["vfs_inode"])
+                .map_err(layout)?,
+            inode_ino: btf.member_offset("inode", &["i_ino"]).map_err(layout)?,
             reset_reasons: btf.enum_values("sk_rst_reason"),
         })
     }

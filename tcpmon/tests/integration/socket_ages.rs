@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{require_root, Agent, NetNs, Scrape};
+use crate::support::{require_root, run, Agent, NetNs, Scrape, TCPMON};
 
 const PORT: u16 = 7075;
 const HELD: Duration = Duration::from_secs(2);
@@ -55,6 +55,35 @@ fn close_wait_sockets_show_how_long_they_have_waited() {
     let fin_wait2 = age(&scrape, "FIN_WAIT2").expect("the clients wait for the servers' FINs");
     assert!(fin_wait2 >= HELD.as_secs_f64(), "FIN_WAIT2 {fin_wait2} s");
     assert_eq!(age(&scrape, "ESTABLISHED"), None, "no connection is open");
+
+    // The same sockets, listed with their owner: this test's process.
+    let listed = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["sockets", "--socket", &agent.tail_socket, "-o", "json"];
+        all.extend(args);
+        run(TCPMON, &all)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let port = PORT.to_string();
+    let close_waits = listed(&["--state", "CLOSE_WAIT", "--port", &port, "--older-than", "2s"]);
+    assert_eq!(close_waits.len(), 2, "{close_waits:?}");
+    let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+    for socket in &close_waits {
+        assert_eq!(socket["local_port"], PORT);
+        assert_eq!(socket["remote"], "127.0.0.1");
+        assert!(socket["age_seconds"].as_f64().expect("an age") >= HELD.as_secs_f64());
+        assert_eq!(socket["pid"], std::process::id(), "{socket}");
+        assert_eq!(socket["comm"], comm.trim_end(), "{socket}");
+    }
+    // Oldest first: the listener, then the connections in the order they were made.
+    let all = listed(&["--port", &port]);
+    let states: Vec<&str> = all.iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(states[0], "LISTEN", "{states:?}");
+    assert_eq!(states.len(), 5, "a listener, two CLOSE_WAIT, two FIN_WAIT2: {states:?}");
+    let ages: Vec<f64> = all.iter().map(|s| s["age_seconds"].as_f64().unwrap()).collect();
+    assert!(ages.windows(2).all(|w| w[0] >= w[1]), "{ages:?}");
+    assert!(listed(&["--port", &port, "--older-than", "1h"]).is_empty());
 
     // Closed, they are gone from the gauge.
     drop(sockets);

@@ -18,10 +18,13 @@ use super::{
     hub::{Hub, Subscription},
     wire,
 };
-use crate::error::Error;
 use crate::tail::{
     event::{json_line, Message},
     filter::Filter,
+};
+use crate::{
+    error::Error,
+    sockets::{self, lister::SocketLister},
 };
 
 pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
@@ -69,14 +72,15 @@ impl Drop for SocketFile {
     }
 }
 
-/// Accepts tail clients until the task is dropped.
-pub async fn serve(listener: UnixListener, hub: Arc<Hub>) {
+/// Accepts tail clients (and `tcpmon sockets` requests) until the task is dropped.
+pub async fn serve(listener: UnixListener, hub: Arc<Hub>, lister: Arc<SocketLister>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let hub = Arc::clone(&hub);
+                let lister = Arc::clone(&lister);
                 tokio::spawn(async move {
-                    let _ = client(stream, hub).await;
+                    let _ = client(stream, hub, lister).await;
                 });
             }
             Err(e) => {
@@ -87,12 +91,15 @@ pub async fn serve(listener: UnixListener, hub: Arc<Hub>) {
     }
 }
 
-async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
+async fn client(stream: UnixStream, hub: Arc<Hub>, lister: Arc<SocketLister>) -> io::Result<()> {
     let (read, write) = stream.into_split();
     let mut write = BufWriter::new(write);
     let mut read = BufReader::new(read.take(MAX_REQUEST));
     let mut request = String::new();
     let got = tokio::time::timeout(REQUEST_TIMEOUT, read.read_line(&mut request)).await;
+    if serde_json::from_str::<sockets::Request>(&request).is_ok() {
+        return list_sockets(&mut write, lister).await;
+    }
     let filter = match got {
         Ok(Ok(_)) => serde_json::from_str::<Filter>(&request).map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -150,6 +157,31 @@ async fn client(stream: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
             _ = read.read(&mut eof) => return Ok(()),
         }
     }
+}
+
+/// Answers a `tcpmon sockets` request: one JSON line per socket, then the connection closes.
+async fn list_sockets(
+    write: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    lister: Arc<SocketLister>,
+) -> io::Result<()> {
+    let listed = tokio::task::spawn_blocking(move || lister.list())
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the socket lister panicked")));
+    let mut out = Vec::new();
+    match listed {
+        Ok(sockets) => {
+            for socket in sockets {
+                serde_json::to_writer(&mut out, &socket).map_err(io::Error::other)?;
+                out.push(b'\n');
+            }
+        }
+        Err(e) => {
+            let message = format!("listing sockets: {e}");
+            out.extend(format!("{}\n", json_line(&Message::Error { message })).bytes());
+        }
+    }
+    write.write_all(&out).await?;
+    write.flush().await
 }
 
 async fn report_lost(

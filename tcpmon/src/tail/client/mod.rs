@@ -56,21 +56,26 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
 }
 
-fn from_agent(
-    socket: &Path,
-    filter: &Filter,
-    printer: &mut Printer,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+/// Connects to the agent's tail socket, with one clear error when that cannot be done.
+pub fn connect(socket: &Path) -> Result<UnixStream, Error> {
     let path = socket.display().to_string();
-    let mut stream = UnixStream::connect(socket).map_err(|cause| match cause.kind() {
+    UnixStream::connect(socket).map_err(|cause| match cause.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::AgentMissing { path },
         ErrorKind::PermissionDenied => Error::TailPermission { path },
         _ => Error::Io {
             what: format!("cannot connect to {path}"),
             cause,
         },
-    })?;
+    })
+}
+
+fn from_agent(
+    socket: &Path,
+    filter: &Filter,
+    printer: &mut Printer,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut stream = connect(socket)?;
     let request = serde_json::to_string(filter).context("encoding the filter")?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     printer.start(out)?;

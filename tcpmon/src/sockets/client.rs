@@ -1,0 +1,160 @@
+//! The `tcpmon sockets` command: asks the agent, filters, sorts oldest first, prints.
+use std::{
+    io::{self, BufRead, BufReader, Write},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+
+use super::{Request, SocketLine};
+use crate::{
+    cli::{SocketsFormat, SocketsOptions},
+    tail::client::connect,
+};
+
+pub fn run(options: SocketsOptions) -> anyhow::Result<()> {
+    let mut stream = connect(&options.socket)?;
+    let request = serde_json::to_string(&Request::default()).context("encoding the request")?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut sockets = Vec::new();
+    for line in BufReader::new(stream).lines() {
+        let value: serde_json::Value = serde_json::from_str(&line?).context("reading the agent")?;
+        if value.get("type").and_then(|t| t.as_str()) == Some("error") {
+            let message = value.get("message").and_then(|m| m.as_str()).unwrap_or("");
+            bail!("the agent refused: {message}");
+        }
+        sockets.push(serde_json::from_value::<SocketLine>(value).context("reading the agent")?);
+    }
+    let mut sockets = select(sockets, &options);
+    sort_oldest_first(&mut sockets);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let printed = print(&sockets, options.output, &mut out).and_then(|()| out.flush());
+    match printed {
+        // A closed stdout (`| head`) is a normal way to stop.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn select(sockets: Vec<SocketLine>, options: &SocketsOptions) -> Vec<SocketLine> {
+    sockets
+        .into_iter()
+        .filter(|s| options.state.is_empty() || options.state.iter().any(|w| w.name() == s.state))
+        .filter(|s| {
+            options.port.is_empty()
+                || options.port.contains(&s.local_port)
+                || options.port.contains(&s.remote_port)
+        })
+        .filter(|s| match options.older_than {
+            None => true,
+            Some(d) => s.age_seconds.is_some_and(|age| age >= d.as_secs_f64()),
+        })
+        .collect()
+}
+
+/// Oldest first; sockets of unknown age (older than the agent) last.
+fn sort_oldest_first(sockets: &mut [SocketLine]) {
+    sockets.sort_by(|a, b| {
+        let age = |s: &SocketLine| s.age_seconds.unwrap_or(-1.0);
+        age(b).total_cmp(&age(a))
+    });
+}
+
+fn print(sockets: &[SocketLine], format: SocketsFormat, out: &mut impl Write) -> io::Result<()> {
+    if format == SocketsFormat::Json {
+        for s in sockets {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(s).map_err(io::Error::other)?
+            )?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<12} {:>9}  {:<28} {:<28} {:>7}  COMM",
+        "STATE", "AGE", "LOCAL", "REMOTE", "PID"
+    )?;
+    for s in sockets {
+        let endpoint = |ip, port| match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            v4 => format!("{v4}:{port}"),
+        };
+        writeln!(
+            out,
+            "{:<12} {:>9}  {:<28} {:<28} {:>7}  {}",
+            s.state,
+            s.age_seconds.map_or("-".to_string(), age),
+            endpoint(s.local, s.local_port),
+            endpoint(s.remote, s.remote_port),
+            s.pid.map_or("-".to_string(), |p| p.to_string()),
+            s.comm.as_deref().unwrap_or("-"),
+        )?;
+    }
+    Ok(())
+}
+
+/// An age as people read it: 850ms, 12.5s, 3m07s, 2h05m.
+fn age(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0}ms", seconds * 1e3)
+    } else if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else if seconds < 3600.0 {
+        format!("{}m{:02}s", (seconds / 60.0) as u64, seconds as u64 % 60)
+    } else {
+        format!(
+            "{}h{:02}m",
+            (seconds / 3600.0) as u64,
+            (seconds as u64 / 60) % 60
+        )
+    }
+}
+
+/// A duration given as a number and a unit: ms, s, m or h (`500ms`, `30s`, `1.5m`, `2h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("'{text}' is not a duration such as 500ms, 30s, 5m or 1h");
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(number * scale).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["30", "s", "5x", "-1s", ""] {
+            assert_eq!(
+                parse_duration(bad),
+                Err(format!(
+                    "'{bad}' is not a duration such as 500ms, 30s, 5m or 1h"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn ages_read_as_people_say_them() {
+        assert_eq!(age(0.85), "850ms");
+        assert_eq!(age(12.46), "12.5s");
+        assert_eq!(age(187.0), "3m07s");
+        assert_eq!(age(7500.0), "2h05m");
+    }
+}

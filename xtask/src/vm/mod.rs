@@ -37,11 +37,12 @@ use self::results::{read_results, report_failures, Outcome};
 /// robustness, HTTP, TLS and held-sockets tests stay on the host: their workloads of thousands
 /// of connections take minutes under software emulation, and `sockets.rs` times dwells
 /// against a wall clock that a slow guest overshoots.
-pub const TESTS: [&str; 12] = [
+pub const TESTS: [&str; 13] = [
     "agent_metrics",
     "handshake_failures",
     "listen_queues",
     "resets",
+    "socket_ages",
     "initiators",
     "namespaces",
     "tail",

@@ -93,7 +93,9 @@ pub mod counter {
     /// Resets not counted because `maps::RESETS` refused a new series: full, or its bucket
     /// locked by a run this one interrupted.
     pub const RESETS_UNCOUNTED: u32 = 10;
-    pub const SLOTS: u32 = 11;
+    /// Trouble events the program could not write because `maps::TROUBLE` was full.
+    pub const TROUBLE_DROPPED: u32 = 11;
+    pub const SLOTS: u32 = 12;
 }
 
 /// Service-port slots: slot 0 is `port="other"`, slots 1.. are ports the agent put in the
@@ -162,6 +164,19 @@ pub mod teardown {
     }
 }
 
+/// What a [`TroubleEvent`](crate::TroubleEvent) reports.
+pub mod trouble {
+    /// A handshake that ended without ESTABLISHED (`detail`: the `handshake` result).
+    pub const HANDSHAKE_FAILED: u8 = 1;
+    /// A reset sent (`detail`: the kernel's reason, or `reset::REASON_UNKNOWN`).
+    pub const RESET_SENT: u8 = 2;
+    pub const RESET_RECEIVED: u8 = 3;
+    /// A SYN a client sent again.
+    pub const SYN_RETRANSMIT: u8 = 4;
+    /// A SYN-ACK a server sent again (the socket is the listener).
+    pub const SYNACK_RETRANSMIT: u8 = 5;
+}
+
 /// Resets sent and received: the key of `maps::RESETS`.
 pub mod reset {
     pub const SENT: u8 = 0;
@@ -226,6 +241,11 @@ pub mod maps {
     /// One-slot array of [`TailFilter`](crate::TailFilter): the union of the connected `tcpmon
     /// tail` clients' filters.
     pub const TAIL_FILTER: &str = "TAIL_FILTER";
+    /// Ring buffer of [`TroubleEvent`](crate::TroubleEvent)s, written all the time; the agent
+    /// keeps the last ones for `tcpmon tail --recent`.
+    pub const TROUBLE: &str = "TROUBLE";
+    /// Size of [`TROUBLE`] in bytes (a power of two): about 4,000 events between two reads.
+    pub const TROUBLE_RING_BYTES: u32 = 256 << 10;
     /// Size of [`EVENTS`] in bytes (a power of two): about 43,000 events.
     pub const EVENTS_RING_BYTES: u32 = 4 << 20;
     /// Default capacity of [`SOCKETS`]: live TCP sockets tracked at once (TIME_WAIT is not

@@ -51,6 +51,32 @@ pub struct TailEvent {
 }
 const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
 
+/// A handshake or teardown that went wrong, as the programs write it to
+/// [`maps::TROUBLE`](crate::maps::TROUBLE) all the time (`tcpmon tail --recent`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TroubleEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// The socket's kernel address; 0 for a reset sent for a segment that matched no socket.
+    pub skaddr: u64,
+    /// Local and remote addresses (zero where unknown): IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub family: u16,
+    /// Local and remote ports, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// One of the [`trouble`](crate::trouble) kinds.
+    pub kind: u8,
+    /// The socket's TCP state (the old one for a failed handshake); 0 for no socket.
+    pub state: u8,
+    /// A failed handshake's `handshake` result index, a sent reset's reason, else 0.
+    pub detail: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<TroubleEvent>() == 64);
+
 /// One open socket, as the socket iterator (`tcpmon sockets`) writes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,4 +152,6 @@ mod pod {
     unsafe impl aya::Pod for crate::reset::Key {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::SocketRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::TroubleEvent {}
 }

@@ -12,7 +12,7 @@ use crate::{
     kernel::{read_kernel, sock_field},
     local_port,
     maps::{COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS, SOCKETS, TEARDOWNS},
-    tail, Transition,
+    tail, trouble, Transition,
 };
 
 /// What the accounting learnt that a tail event reports too.
@@ -93,6 +93,15 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
                 HANDSHAKES.increment(t.row, index);
             }
             handshake_time(t, result, port_slot, dwell_ns);
+            if result != handshake::CLIENT_ESTABLISHED && result != handshake::SERVER_ESTABLISHED {
+                let what = trouble::Trouble {
+                    kind: tcpmon_common::trouble::HANDSHAKE_FAILED,
+                    state: t.old as u8,
+                    detail: result as u16,
+                    sport: crate::local_port(t),
+                };
+                trouble::record(t.sk, what, 0);
+            }
         }
         Outcome::Teardown(initiator, kind) => {
             if let Some(index) = teardown::index(port_slot, initiator, kind) {

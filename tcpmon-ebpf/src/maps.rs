@@ -69,6 +69,10 @@ pub static TEARDOWNS: Counters = Counters::new(&TEARDOWNS_MAP, teardown::SLOTS);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(maps::EVENTS_RING_BYTES, 0);
 
+/// Trouble events (failed handshakes, resets, retransmissions), written all the time.
+#[map]
+pub static TROUBLE: RingBuf = RingBuf::with_byte_size(maps::TROUBLE_RING_BYTES, 0);
+
 /// The union of the connected tail clients' filters; written by the agent.
 #[map]
 pub static TAIL_FILTER: Array<TailFilter> = Array::with_max_entries(1, 0);

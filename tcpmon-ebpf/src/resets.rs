@@ -3,7 +3,7 @@
 //! changes, and the series they make are few and unpredictable, so they are counted in a hash
 //! (`maps::RESETS`) with atomic adds rather than in per-CPU arrays of every combination.
 use aya_ebpf::{bindings::BPF_NOEXIST, macros::btf_tracepoint, programs::BtfTracePointContext};
-use tcpmon_common::{counter, port, reset, tcp_state};
+use tcpmon_common::{counter, port, reset, tcp_state, trouble};
 
 use crate::{
     config::{
@@ -14,6 +14,7 @@ use crate::{
     counted_family,
     kernel::{atomic_add, read_kernel, sock_field},
     maps::{COUNTERS, PORTS, RESETS},
+    trouble::{record, Trouble},
 };
 
 /// `tcp_send_reset (sk, skb)`, before Linux 6.10: resets sent by a full socket.
@@ -69,13 +70,21 @@ fn sent(ctx: &BtfTracePointContext, reason: u16) {
     let Ok(ports) = read_kernel::<[u16; 2]>(head, u32::from(transport)) else {
         return;
     };
+    let (local, remote) = (u16::from_be(ports[1]), u16::from_be(ports[0]));
     count(&reset::Key {
-        port_slot: service_slot(u16::from_be(ports[1]), u16::from_be(ports[0])),
+        port_slot: service_slot(local, remote),
         reason,
         state: reset::NO_SOCKET,
         direction: reset::SENT,
         padding: [0; 2],
     });
+    let what = Trouble {
+        kind: trouble::RESET_SENT,
+        state: reset::NO_SOCKET,
+        detail: reason,
+        sport: local,
+    };
+    record(core::ptr::null(), what, remote);
 }
 
 /// A reset of socket `sk` (a full, request or time-wait socket: all begin with `sock_common`).
@@ -101,6 +110,18 @@ fn by_socket(sk: *const u8, direction: u8, reason: u16) {
         direction,
         padding: [0; 2],
     });
+    let kind = if direction == reset::SENT {
+        trouble::RESET_SENT
+    } else {
+        trouble::RESET_RECEIVED
+    };
+    let what = Trouble {
+        kind,
+        state,
+        detail: reason,
+        sport: local,
+    };
+    record(sk, what, 0);
 }
 
 /// The slot of the connection's service port: the local port if it has a label (a server),

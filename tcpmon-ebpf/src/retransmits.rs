@@ -4,13 +4,14 @@
 //! both run in the retransmission timers (softirq), so they almost never nest in themselves,
 //! and a run the kernel skips counts in `tcpmon_bpf_program_missed_runs_total`.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tcpmon_common::{handshake, port, side, tcp_state};
+use tcpmon_common::{handshake, port, side, tcp_state, trouble};
 
 use crate::{
     config::{SK_DPORT_OFFSET, SK_NUM_OFFSET, SK_STATE_OFFSET},
     counted_family,
     kernel::sock_field,
     maps::{Row, HANDSHAKE_RETRANSMITS, PORTS},
+    trouble::{record, Trouble},
 };
 
 /// `tcp:tcp_retransmit_skb (sk, skb)`: every retransmitted segment; a SYN when the socket is
@@ -23,6 +24,13 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     }
     if counted_family(sk).is_some() {
         count(u16::from_be(sock_field(sk, &SK_DPORT_OFFSET)), side::CLIENT);
+        let what = Trouble {
+            kind: trouble::SYN_RETRANSMIT,
+            state: tcp_state::SYN_SENT as u8,
+            detail: 0,
+            sport: sock_field(sk, &SK_NUM_OFFSET),
+        };
+        record(sk, what, 0);
     }
     0
 }
@@ -34,6 +42,13 @@ pub fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     if counted_family(sk).is_some() {
         count(sock_field(sk, &SK_NUM_OFFSET), side::SERVER);
+        let what = Trouble {
+            kind: trouble::SYNACK_RETRANSMIT,
+            state: tcp_state::LISTEN as u8,
+            detail: 0,
+            sport: sock_field(sk, &SK_NUM_OFFSET),
+        };
+        record(sk, what, 0);
     }
     0
 }

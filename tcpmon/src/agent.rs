@@ -20,7 +20,7 @@ use crate::{
     probe::pin,
     sockets::lister::SocketLister,
     startup::{self, netns_inode, raise_open_files_limit, runtime, shutdown_signal},
-    tail::agent::{hub::Hub, server as tail_server},
+    tail::agent::{hub::Hub, recent::Recent, server as tail_server},
     web::{routes, server as http, web_config::WebConfig},
 };
 
@@ -52,6 +52,8 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         .take_socket_iterator()
         .ok_or_else(|| Error::Load("the socket iterator was taken twice".into()))?;
     let lister = Arc::new(SocketLister::new(iterator, options.netns.clone()));
+    let trouble_ring = probe.take_trouble_ring()?;
+    let reset_reasons = probe.reset_reasons().clone();
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
         .map_err(Error::Ports)?;
     // Loaded, attached, bound: from here on the agent needs only what its scrapes use.
@@ -82,7 +84,12 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         );
         let tail_listener = tokio::net::UnixListener::from_std(tail_listener)
             .context("registering the tail socket")?;
-        let tail = tokio::spawn(tail_server::serve(tail_listener, hub, lister));
+        let services = tail_server::Services {
+            hub,
+            lister,
+            recent: Recent::start(trouble_ring, options.recent_events as usize, reset_reasons),
+        };
+        let tail = tokio::spawn(tail_server::serve(tail_listener, services));
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("registering the listener")?;
         let app = routes::router(registry, &web);

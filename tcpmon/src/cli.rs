@@ -90,6 +90,12 @@ pub struct AgentOptions {
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_tracked_sockets: u32,
 
+    /// How many of the latest failed handshakes, resets and handshake retransmissions the agent
+    /// keeps for `tcpmon tail --recent` (64 bytes each; 0 keeps none).
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub recent_events: u32,
+
     /// Unix socket (mode 0600) where `tcpmon tail` connects.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub tail_socket: PathBuf,
@@ -157,6 +163,20 @@ pub struct TailOptions {
     /// Exit after this many events (table, json) or connections (timeline).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+
+    /// Print the failed handshakes, resets and handshake retransmissions the agent kept (the
+    /// last --recent-events of them, seen whether or not anyone was tailing) instead of live
+    /// transitions; with the usual filters but --pid.
+    #[arg(long, conflicts_with = "standalone")]
+    pub recent: bool,
+
+    /// With --recent: only those at most this old (for example 10m, 1h).
+    #[arg(long, value_name = "DURATION", requires = "recent", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+
+    /// With --recent: then print new ones as they happen, until interrupted.
+    #[arg(long, requires = "recent")]
+    pub follow: bool,
 
     /// Load a probe of its own instead of connecting to the agent (needs root).
     #[arg(long)]

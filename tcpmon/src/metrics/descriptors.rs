@@ -160,7 +160,7 @@ pub const EVENTS: FamilyDesc = FamilyDesc {
 
 pub const EVENTS_DROPPED: FamilyDesc = FamilyDesc {
     name: "tcpmon_events_dropped_total",
-    help: "Tail events lost: ringbuf_full (the kernel's ring buffer was full), client_slow (a tail client's queue was full).",
+    help: "Events lost: ringbuf_full (the tail ring buffer was full), client_slow (a tail client's queue was full), recent_ringbuf_full (the trouble ring buffer behind tail --recent was full).",
     kind: MetricType::COUNTER,
     labels: &["reason"],
 };

@@ -128,6 +128,10 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
         family::EVENTS_DROPPED.with(vec![
             counter(&[("reason", "ringbuf_full")], c(counter::EVENTS_DROPPED)),
             counter(&[("reason", "client_slow")], input.dropped_slow as f64),
+            counter(
+                &[("reason", "recent_ringbuf_full")],
+                c(counter::TROUBLE_DROPPED),
+            ),
         ]),
         family::TAIL_CLIENTS.with(vec![gauge(&[], input.tail_clients as f64)]),
         family::PROGRAM_RUNS.with(vec![counter(&[], p.runs as f64)]),

@@ -269,6 +269,15 @@ impl Probe {
         Ok(tracked)
     }
 
+    /// Takes the trouble ring buffer out of the probe, for `tail --recent`.
+    pub fn take_trouble_ring(&mut self) -> Result<RingBuf<MapData>, Error> {
+        let map = self
+            .ebpf
+            .take_map(maps::TROUBLE)
+            .ok_or_else(|| map_error(maps::TROUBLE, "find", "missing from the eBPF object"))?;
+        RingBuf::try_from(map).map_err(|e| map_error(maps::TROUBLE, "open", e))
+    }
+
     /// Takes the socket iterator out of the probe, for the tail socket's `sockets` requests.
     pub fn take_socket_iterator(&mut self) -> Option<SocketIterator> {
         self.socket_iterator.take()

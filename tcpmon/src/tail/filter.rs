@@ -4,7 +4,7 @@ use std::{net::IpAddr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use tcpmon_common::TailEvent;
+use tcpmon_common::{TailEvent, TroubleEvent};
 
 use super::event::{address, family_label, owner_pid, Event};
 use crate::state::TcpState;
@@ -73,6 +73,34 @@ impl Filter {
             new_state,
             family: family_label(e.family),
             pid: owner_pid(e),
+        })
+    }
+
+    /// [`Filter::matches`] for a trouble event (`tail --recent`): its one state is both old and
+    /// new; one with no socket has only ports, and no process is known for any.
+    pub fn matches_trouble(&self, e: &TroubleEvent) -> bool {
+        if e.family == 0 {
+            let only_ports = self.addrs.is_empty()
+                && self.families.is_empty()
+                && self.states.is_empty()
+                && self.pids.is_empty();
+            return only_ports
+                && (self.ports.is_empty()
+                    || self.ports.contains(&e.sport)
+                    || self.ports.contains(&e.dport));
+        }
+        let Some(state) = TcpState::from_raw(i32::from(e.state)) else {
+            return false;
+        };
+        self.matches_keys(&Keys {
+            local: address(e.family, &e.saddr),
+            local_port: e.sport,
+            remote: address(e.family, &e.daddr),
+            remote_port: e.dport,
+            old_state: state,
+            new_state: state,
+            family: family_label(e.family),
+            pid: None,
         })
     }
 

@@ -22,6 +22,7 @@ mod namespaces;
 mod pin;
 mod ports;
 mod prometheus;
+mod recent;
 mod resets;
 mod retransmits;
 mod robustness;

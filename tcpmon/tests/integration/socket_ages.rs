@@ -66,7 +66,14 @@ fn close_wait_sockets_show_how_long_they_have_waited() {
             .collect()
     };
     let port = PORT.to_string();
-    let close_waits = listed(&["--state", "CLOSE_WAIT", "--port", &port, "--older-than", "2s"]);
+    let close_waits = listed(&[
+        "--state",
+        "CLOSE_WAIT",
+        "--port",
+        &port,
+        "--older-than",
+        "2s",
+    ]);
     assert_eq!(close_waits.len(), 2, "{close_waits:?}");
     let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
     for socket in &close_waits {
@@ -80,8 +87,15 @@ fn close_wait_sockets_show_how_long_they_have_waited() {
     let all = listed(&["--port", &port]);
     let states: Vec<&str> = all.iter().map(|s| s["state"].as_str().unwrap()).collect();
     assert_eq!(states[0], "LISTEN", "{states:?}");
-    assert_eq!(states.len(), 5, "a listener, two CLOSE_WAIT, two FIN_WAIT2: {states:?}");
-    let ages: Vec<f64> = all.iter().map(|s| s["age_seconds"].as_f64().unwrap()).collect();
+    assert_eq!(
+        states.len(),
+        5,
+        "a listener, two CLOSE_WAIT, two FIN_WAIT2: {states:?}"
+    );
+    let ages: Vec<f64> = all
+        .iter()
+        .map(|s| s["age_seconds"].as_f64().unwrap())
+        .collect();
     assert!(ages.windows(2).all(|w| w[0] >= w[1]), "{ages:?}");
     assert!(listed(&["--port", &port, "--older-than", "1h"]).is_empty());
 

@@ -37,12 +37,13 @@ use self::results::{read_results, report_failures, Outcome};
 /// robustness, HTTP, TLS and held-sockets tests stay on the host: their workloads of thousands
 /// of connections take minutes under software emulation, and `sockets.rs` times dwells
 /// against a wall clock that a slow guest overshoots.
-pub const TESTS: [&str; 13] = [
+pub const TESTS: [&str; 14] = [
     "agent_metrics",
     "handshake_failures",
     "listen_queues",
     "resets",
     "socket_ages",
+    "recent",
     "initiators",
     "namespaces",
     "tail",

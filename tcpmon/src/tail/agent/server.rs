@@ -16,6 +16,7 @@ use tokio::{
 
 use super::{
     hub::{Hub, Subscription},
+    recent::{self, Recent},
     wire,
 };
 use crate::tail::{
@@ -73,14 +74,13 @@ impl Drop for SocketFile {
 }
 
 /// Accepts tail clients (and `tcpmon sockets` requests) until the task is dropped.
-pub async fn serve(listener: UnixListener, hub: Arc<Hub>, lister: Arc<SocketLister>) {
+pub async fn serve(listener: UnixListener, services: Services) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let hub = Arc::clone(&hub);
-                let lister = Arc::clone(&lister);
+                let services = services.clone();
                 tokio::spawn(async move {
-                    let _ = client(stream, hub, lister).await;
+                    let _ = client(stream, services).await;
                 });
             }
             Err(e) => {
@@ -91,7 +91,20 @@ pub async fn serve(listener: UnixListener, hub: Arc<Hub>, lister: Arc<SocketList
     }
 }
 
-async fn client(stream: UnixStream, hub: Arc<Hub>, lister: Arc<SocketLister>) -> io::Result<()> {
+/// What the tail socket serves: the live tail, the socket lister, the recent trouble.
+#[derive(Clone)]
+pub struct Services {
+    pub hub: Arc<Hub>,
+    pub lister: Arc<SocketLister>,
+    pub recent: Arc<Recent>,
+}
+
+async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
+    let Services {
+        hub,
+        lister,
+        recent,
+    } = services;
     let (read, write) = stream.into_split();
     let mut write = BufWriter::new(write);
     let mut read = BufReader::new(read.take(MAX_REQUEST));
@@ -99,6 +112,10 @@ async fn client(stream: UnixStream, hub: Arc<Hub>, lister: Arc<SocketLister>) ->
     let got = tokio::time::timeout(REQUEST_TIMEOUT, read.read_line(&mut request)).await;
     if serde_json::from_str::<sockets::Request>(&request).is_ok() {
         return list_sockets(&mut write, lister).await;
+    }
+    if let Ok(asked) = serde_json::from_str::<recent::Request>(&request) {
+        let read = read.into_inner().into_inner();
+        return recent_trouble(&mut write, read, &recent, &asked.recent).await;
     }
     let filter = match got {
         Ok(Ok(_)) => serde_json::from_str::<Filter>(&request).map_err(|e| e.to_string()),
@@ -182,6 +199,42 @@ async fn list_sockets(
     }
     write.write_all(&out).await?;
     write.flush().await
+}
+
+/// Answers `tcpmon tail --recent`: the kept events the query selects, then (with `follow`)
+/// new ones until the client leaves; a follower that falls behind is told what it lost.
+async fn recent_trouble(
+    write: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    mut read: tokio::net::unix::OwnedReadHalf,
+    recent: &Recent,
+    query: &recent::Query,
+) -> io::Result<()> {
+    let (kept, live) = recent.query(query);
+    for event in &kept {
+        write.write_all(recent.line(event).as_bytes()).await?;
+    }
+    write.flush().await?;
+    let Some(mut live) = live else {
+        return Ok(());
+    };
+    let mut eof = [0u8; 1];
+    loop {
+        tokio::select! {
+            next = live.recv() => match next {
+                Ok(event) if query.filter.matches_trouble(&event) => {
+                    write.write_all(recent.line(&event).as_bytes()).await?;
+                    write.flush().await?;
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(count)) => {
+                    let lost = json_line(&Message::Lost { count });
+                    write.write_all(format!("{lost}\n").as_bytes()).await?;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = read.read(&mut eof) => return Ok(()),
+        }
+    }
 }
 
 async fn report_lost(

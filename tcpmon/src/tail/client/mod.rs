@@ -1,5 +1,6 @@
 //! The `tcpmon tail` command: sends the filter, prints what comes back, as a table (`table`),
 //! NDJSON, or per-connection timelines (`timeline`).
+pub mod recent;
 pub mod table;
 pub mod timeline;
 
@@ -38,7 +39,9 @@ pub fn run(options: TailOptions) -> anyhow::Result<()> {
     // Block-buffered: a line-buffered stdout costs a write(2) per event. The buffer is flushed
     // whenever the agent has nothing more to send for now (see `from_agent`) and at exit.
     let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let result = if options.standalone {
+    let result = if options.recent {
+        recent::run(&options, filter, &mut out)
+    } else if options.standalone {
         standalone(&options, filter, &mut printer, &mut out)
     } else {
         from_agent(&options.socket, &filter, &mut printer, &mut out)

@@ -1,0 +1,157 @@
+//! `tcpmon tail --recent`: failed handshakes, resets and SYN retransmissions kept by the agent
+//! while no client tailed, each one of them, as the counters count them.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::support::{
+    kernel_names_reset_reasons, require_root, run,
+    workload::{self, FullListener, CLOSED_PORT},
+    Agent, NetNs, Scrape, TCPMON,
+};
+
+const FULL_PORT: u16 = 7076;
+const REFUSED: u64 = 3;
+
+fn recent(agent: &Agent, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec![
+        "tail",
+        "--recent",
+        "-o",
+        "json",
+        "--socket",
+        &agent.tail_socket,
+    ];
+    all.extend(args);
+    run(TCPMON, &all)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Events by (what, detail).
+fn by_kind(events: &[serde_json::Value]) -> BTreeMap<(String, String), u64> {
+    let mut kinds = BTreeMap::new();
+    for e in events {
+        let detail = e["detail"].as_str().unwrap_or("-").to_string();
+        *kinds
+            .entry((e["what"].as_str().unwrap().to_string(), detail))
+            .or_default() += 1;
+    }
+    kinds
+}
+
+fn total(scrape: &Scrape, metric: &str, labels: &[&str], keep: impl Fn(&[String]) -> bool) -> u64 {
+    scrape
+        .by_labels(metric, labels)
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn trouble_before_any_client_is_kept_and_matches_the_counters() {
+    require_root();
+    let ns = NetNs::new();
+    ns.sysctl("net.ipv4.tcp_syn_retries", "1");
+    let ports = format!("{CLOSED_PORT},{FULL_PORT}");
+    let agent = Agent::start_with(&ns, &["--ports", &ports]);
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let full = ns.run(|| {
+        workload::refused_connects(ip, REFUSED);
+        let full = FullListener::open(ip, FULL_PORT);
+        workload::timed_out_connects(SocketAddr::new(ip, FULL_PORT), 1);
+        full
+    });
+    // The agent reads the trouble ring every 100 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let events = recent(&agent, &[]);
+    let scrape = agent.scrape();
+    let kinds = by_kind(&events);
+    let count = |what: &str, detail: &str| {
+        kinds
+            .get(&(what.to_string(), detail.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(count("handshake_failed", "refused"), REFUSED, "{kinds:?}");
+    assert_eq!(count("handshake_failed", "timeout"), 1, "{kinds:?}");
+    let no_socket = if kernel_names_reset_reasons() {
+        REFUSED
+    } else {
+        0
+    };
+    assert_eq!(count("reset_sent", "no_socket"), no_socket, "{kinds:?}");
+
+    // Every event the counters count, and no other.
+    let labels = ["side", "result", "port"];
+    let failed = total(&scrape, "tcpmon_handshakes_total", &labels, |k| {
+        !k[1].contains("established")
+    });
+    let of = |what: &str| {
+        kinds
+            .iter()
+            .filter(|((w, _), _)| w == what)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!(of("handshake_failed"), failed);
+    let reset_labels = ["direction", "state", "reason", "port"];
+    let sent = total(&scrape, "tcpmon_resets_total", &reset_labels, |k| {
+        k[0] == "sent"
+    });
+    let received = total(&scrape, "tcpmon_resets_total", &reset_labels, |k| {
+        k[0] == "received"
+    });
+    assert_eq!((of("reset_sent"), of("reset_received")), (sent, received));
+    let syns = ns.tcp_counter("TcpExtTCPSynRetrans");
+    assert!(syns >= 1);
+    assert_eq!(of("syn_retransmit"), syns);
+    let retransmits = total(
+        &scrape,
+        "tcpmon_handshake_retransmits_total",
+        &["side", "port"],
+        |k| k[0] == "client",
+    );
+    assert_eq!(retransmits, syns);
+
+    // The usual filters; --since leaves out what is older.
+    let port = CLOSED_PORT.to_string();
+    let refused_only = recent(&agent, &["--port", &port, "--state", "SYN_SENT"]);
+    assert_eq!(refused_only.len() as u64, 2 * REFUSED, "{refused_only:?}");
+    assert!(recent(&agent, &["--since", "1ms"]).is_empty());
+
+    // --follow: new trouble as it happens.
+    let follower = Command::new(TCPMON)
+        .args([
+            "tail", "--recent", "--since", "1ms", "--follow", "--count", "2",
+        ])
+        .args([
+            "--state",
+            "SYN_SENT",
+            "-o",
+            "json",
+            "--socket",
+            &agent.tail_socket,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the follower");
+    std::thread::sleep(Duration::from_millis(300));
+    ns.run(|| workload::refused_connects(ip, 1));
+    let out = follower
+        .wait_with_output()
+        .expect("the follower exits after 2 events");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let whats: Vec<&str> = lines.iter().map(|l| l["what"].as_str().unwrap()).collect();
+    assert_eq!(whats, ["reset_received", "handshake_failed"], "{lines:?}");
+    ns.run(|| full.close());
+}

@@ -47,9 +47,17 @@ pub struct TailEvent {
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
-    pub _pad: [u8; 2],
+    /// [`TAIL_TRANSITION`], or [`TAIL_SYN_RETRANSMIT`] (a SYN sent again by a socket in
+    /// SYN_SENT: `oldstate` and `newstate` are both SYN_SENT).
+    pub kind: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
+
+/// [`TailEvent::kind`] of a state transition.
+pub const TAIL_TRANSITION: u8 = 0;
+/// [`TailEvent::kind`] of a SYN retransmission.
+pub const TAIL_SYN_RETRANSMIT: u8 = 1;
 
 /// A handshake or teardown that went wrong, as the programs write it to
 /// [`maps::TROUBLE`](crate::maps::TROUBLE) all the time (`tcpmon tail --recent`).

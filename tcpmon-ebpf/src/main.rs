@@ -159,7 +159,7 @@ fn account(t: &Transition) -> u64 {
         }
     };
     if tail {
-        tail::emit(t.sk, t, &tracked);
+        tail::emit(t.sk, t, &tracked, tcpmon_common::TAIL_TRANSITION);
     }
     tracked.now
 }

@@ -3,15 +3,20 @@
 //! listener's request). Each the kernel's own tracepoint, as a BTF-enabled tracepoint program;
 //! both run in the retransmission timers (softirq), so they almost never nest in themselves,
 //! and a run the kernel skips counts in `tcpmon_bpf_program_missed_runs_total`.
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tcpmon_common::{handshake, port, side, tcp_state, trouble};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use tcpmon_common::{
+    handshake, port, side, tcp_state, trouble, DWELL_UNKNOWN, TAIL_SYN_RETRANSMIT,
+};
 
 use crate::{
+    accounting::Tracked,
     config::{SK_DPORT_OFFSET, SK_NUM_OFFSET, SK_STATE_OFFSET},
     counted_family,
     kernel::sock_field,
     maps::{Row, HANDSHAKE_RETRANSMITS, PORTS},
+    tail,
     trouble::{record, Trouble},
+    Transition,
 };
 
 /// `tcp:tcp_retransmit_skb (sk, skb)`: every retransmitted segment; a SYN when the socket is
@@ -22,8 +27,33 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     if i32::from(sock_field::<u8>(sk, &SK_STATE_OFFSET)) != tcp_state::SYN_SENT {
         return 0;
     }
-    if counted_family(sk).is_some() {
-        count(u16::from_be(sock_field(sk, &SK_DPORT_OFFSET)), side::CLIENT);
+    if let Some((family, family_slot)) = counted_family(sk) {
+        let dport = u16::from_be(sock_field(sk, &SK_DPORT_OFFSET));
+        count(dport, side::CLIENT);
+        // For `tail -o timeline`: `SYN ×3 (+1.00 s, +3.00 s)`. In the tail's own ring, so that
+        // it comes before the connection's later transitions.
+        let t = Transition {
+            sk,
+            old: tcp_state::SYN_SENT,
+            new: tcp_state::SYN_SENT,
+            dport,
+            family,
+            family_slot,
+            // Always in a timer (softirq), never nested in another softirq run of tcpmon: the
+            // second row, since the run it may interrupt (a transition in process context)
+            // updates the first without atomics.
+            row: Row::NESTED,
+        };
+        if tail::wanted(&t) {
+            let tracked = Tracked {
+                // SAFETY: the helper has no preconditions.
+                now: unsafe { bpf_ktime_get_ns() },
+                dwell_ns: DWELL_UNKNOWN,
+                sk_err: 0,
+                owner: tail::owner_of(&t),
+            };
+            tail::emit(sk, &t, &tracked, TAIL_SYN_RETRANSMIT);
+        }
         let what = Trouble {
             kind: trouble::SYN_RETRANSMIT,
             state: tcp_state::SYN_SENT as u8,

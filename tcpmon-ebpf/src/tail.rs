@@ -126,7 +126,7 @@ pub fn owner_of(t: &Transition) -> Owner {
 /// Writes the tail event straight into the ring buffer (the BPF stack is too small for a copy);
 /// a full ring buffer is counted, never waited for.
 #[inline(always)]
-pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
+pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked, kind: u8) {
     let Some(mut entry) = EVENTS.reserve::<TailEvent>(0) else {
         COUNTERS.increment(t.row, counter::EVENTS_DROPPED);
         return;
@@ -146,7 +146,8 @@ pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked) {
         (*event).sport = crate::local_port(t);
         (*event).dport = t.dport;
         (*event).family = t.family;
-        (*event)._pad = [0; 2];
+        (*event).kind = kind;
+        (*event)._pad = 0;
         // Plain loads from the socket, word by word (the record is 8-byte aligned, and so are
         // the address arrays in it): no helper call and no zeroing pass.
         let saddr = (&raw mut (*event).saddr).cast::<[u32; 4]>();

@@ -17,6 +17,9 @@ use crate::state::TcpState;
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Message {
     Event(Event),
+    /// A SYN the connection sent again while in SYN_SENT (both states SYN_SENT, `ms` null): the
+    /// timeline's `SYN ×2 (+1.00 s)`. Not counted by `--count`.
+    Retransmit(Event),
     /// Events this client missed because it read too slowly.
     Lost {
         count: u64,
@@ -57,6 +60,16 @@ pub struct Event {
     pub ms: Option<f64>,
     /// The socket's error (errno) when it reached CLOSE: 111 refused, 110 timed out, 104 reset.
     pub error: i32,
+}
+
+/// A kernel record as the message it is: a transition, or a SYN retransmission.
+pub fn message_of(e: &TailEvent, realtime_offset_ns: i128) -> Option<Message> {
+    let event = Event::from_kernel(e, realtime_offset_ns)?;
+    Some(if e.kind == tcpmon_common::TAIL_SYN_RETRANSMIT {
+        Message::Retransmit(event)
+    } else {
+        Message::Event(event)
+    })
 }
 
 impl Event {
@@ -267,7 +280,8 @@ mod tests {
             sport: 40000,
             dport: 8080,
             family: AF_INET,
-            _pad: [0; 2],
+            kind: 0,
+            _pad: 0,
         };
         let e = Event::from_kernel(&raw, 1_000_000_000).expect("valid states");
         assert_eq!(e.time, "1970-01-01T00:00:01.000005Z");

@@ -149,7 +149,8 @@ fn records_match_as_their_decoded_events_do() {
         sport: 40000,
         dport: 8080,
         family: tcpmon_common::AF_INET,
-        _pad: [0; 2],
+        kind: 0,
+        _pad: 0,
     };
     v4.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
     v4.daddr[..4].copy_from_slice(&[192, 0, 2, 1]);

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{require_root, run, Agent, NetNs};
+use crate::support::{require_root, run, scrape_until, workload, Agent, NetNs, TCPMON};
 
 const PORT: u16 = 7071;
 /// `net.ipv4.tcp_synack_retries` in the namespace: SYN-ACKs go again after 1 s and 3 s, and
@@ -67,4 +67,40 @@ fn synacks_sent_again_for_lost_final_acks_are_counted_exactly() {
         "SYN-ACKs sent again"
     );
     assert_eq!(retransmits("client"), 0.0, "no SYN was sent again");
+}
+
+#[test]
+fn a_timeline_shows_each_syn_sent_again_and_when() {
+    require_root();
+    const FULL_PORT: u16 = 7078;
+    let ns = NetNs::new();
+    ns.sysctl("net.ipv4.tcp_syn_retries", "1");
+    let agent = Agent::start_with(&ns, &["--ports", &FULL_PORT.to_string()]);
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let full = ns.run(|| workload::FullListener::open(ip, FULL_PORT));
+    let tail = std::process::Command::new(TCPMON)
+        .args([
+            "tail",
+            "--socket",
+            &agent.tail_socket,
+            "--port",
+            &FULL_PORT.to_string(),
+        ])
+        .args(["-o", "timeline", "--count", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tcpmon tail");
+    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
+    ns.run(|| workload::timed_out_connects(SocketAddr::new(ip, FULL_PORT), 1));
+    let out = tail
+        .wait_with_output()
+        .expect("the tail exits after one connection");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let again = ns.tcp_counter("TcpExtTCPSynRetrans");
+    assert!(again >= 1);
+    // The first retransmission timeout is 1 s; each later one doubles.
+    let expected = format!(": SYN ×{} (+1.0", again + 1);
+    assert!(line.contains(&expected), "{expected} in {line}");
+    assert!(line.ends_with("[handshake timed out]"), "{line}");
+    ns.run(|| full.close());
 }

@@ -321,6 +321,7 @@ fn a_client_that_stops_reading_is_told_what_it_missed_and_metrics_stay_exact() {
     for line in BufReader::new(&stream).lines() {
         match serde_json::from_str(&line.expect("read")).expect("a message") {
             Message::Event(_) => delivered += 1,
+            Message::Retransmit(e) => panic!("no SYN is sent again here: {e:?}"),
             Message::Lost { count } => lost += count,
             Message::Error { message } => panic!("{message}"),
         }

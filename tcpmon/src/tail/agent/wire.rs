@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use tcpmon_common::TailEvent;
+use tcpmon_common::{TailEvent, TAIL_SYN_RETRANSMIT};
 
 use crate::state::TcpState;
 use crate::tail::event::{address, comm, dwell_ms, family_label, owner_pid, Rfc3339};
@@ -22,7 +22,11 @@ pub fn write_line(e: &TailEvent, realtime_offset_ns: i128, out: &mut Vec<u8>) ->
     ) else {
         return false;
     };
-    out.extend_from_slice(b"{\"type\":\"event\",\"time\":\"");
+    out.extend_from_slice(if e.kind == TAIL_SYN_RETRANSMIT {
+        b"{\"type\":\"retransmit\",\"time\":\""
+    } else {
+        b"{\"type\":\"event\",\"time\":\""
+    });
     time(out, i128::from(e.ts_ns) + realtime_offset_ns);
     out.extend_from_slice(b"\",\"mono_ns\":");
     decimal(out, e.ts_ns);
@@ -157,7 +161,7 @@ mod tests {
     use tcpmon_common::{AF_INET, DWELL_UNKNOWN};
 
     use super::*;
-    use crate::tail::event::{json_line, Event, Message};
+    use crate::tail::event::{json_line, message_of};
 
     fn record() -> TailEvent {
         let mut saddr = [0u8; 16];
@@ -180,13 +184,14 @@ mod tests {
             sport: 40000,
             dport: 8080,
             family: AF_INET,
-            _pad: [0; 2],
+            kind: 0,
+            _pad: 0,
         }
     }
 
     /// What the agent wrote before: the decoded event, serialized.
     fn decoded_line(e: &TailEvent, offset: i128) -> Option<String> {
-        Event::from_kernel(e, offset).map(|event| json_line(&Message::Event(event)) + "\n")
+        message_of(e, offset).map(|message| json_line(&message) + "\n")
     }
 
     fn wire_line(e: &TailEvent, offset: i128) -> Option<String> {

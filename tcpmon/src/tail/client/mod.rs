@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context as _;
 
 use self::{
-    table::{lost_line, table_row, TABLE_HEADER},
+    table::{lost_line, retransmit_row, table_row, TABLE_HEADER},
     timeline::Timelines,
 };
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
     startup,
     tail::{
         agent::hub::Hub,
-        event::{json_line, Event, Message},
+        event::{json_line, message_of, Message},
         filter::Filter,
     },
 };
@@ -146,8 +146,8 @@ fn standalone(
                     }
                     let offset = subscription.realtime_offset_ns();
                     for record in batch.iter() {
-                        let Some(event) = Event::from_kernel(record, offset) else { continue };
-                        if !printer.print(Message::Event(event), out)? {
+                        let Some(message) = message_of(record, offset) else { continue };
+                        if !printer.print(message, out)? {
                             return Ok(());
                         }
                     }
@@ -225,6 +225,14 @@ impl Printer {
             (OutputFormat::Table, Message::Event(e)) => {
                 writeln!(out, "{}", table_row(&e))?;
                 1
+            }
+            (OutputFormat::Table, Message::Retransmit(e)) => {
+                writeln!(out, "{}", retransmit_row(&e))?;
+                0
+            }
+            (OutputFormat::Timeline, Message::Retransmit(e)) => {
+                self.timelines.retransmit(&e);
+                0
             }
             (OutputFormat::Timeline, Message::Event(e)) => {
                 let lines = self.timelines.push(e);

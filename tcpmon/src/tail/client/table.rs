@@ -23,6 +23,17 @@ pub fn table_row(e: &Event) -> String {
     )
 }
 
+/// A SYN sent again, in the table's columns: `SYN_SENT -> SYN again`.
+pub fn retransmit_row(e: &Event) -> String {
+    let row = table_row(e);
+    let states = format!("{:<11} -> {:<11}", e.old_state.name(), e.new_state.name());
+    row.replacen(
+        &states,
+        &format!("{:<11} -> {:<11}", "SYN_SENT", "SYN again"),
+        1,
+    )
+}
+
 /// The notice printed when events were dropped for this client.
 pub fn lost_line(count: u64) -> String {
     format!("*** {count} events lost: this client read too slowly ***")

@@ -15,9 +15,22 @@ const MAX_OPEN: usize = 100_000;
 #[derive(Default)]
 pub struct Timelines {
     open: HashMap<String, Vec<Event>>,
+    /// When each connection sent its SYN again, by connection.
+    retransmits: HashMap<String, Vec<u64>>,
 }
 
 impl Timelines {
+    /// Notes a SYN sent again, for the connection's line.
+    pub fn retransmit(&mut self, e: &Event) {
+        if self.retransmits.len() > MAX_OPEN {
+            self.retransmits.clear();
+        }
+        self.retransmits
+            .entry(e.connection.clone())
+            .or_default()
+            .push(e.mono_ns);
+    }
+
     /// Adds an event; returns the lines of connections it completes (or flushes).
     pub fn push(&mut self, e: Event) -> Vec<String> {
         let closed = e.new_state == TcpState::Close && e.old_state != TcpState::Close;
@@ -26,7 +39,8 @@ impl Timelines {
         let mut lines = Vec::new();
         if closed {
             if let Some(events) = self.open.remove(&key) {
-                lines.push(render(&events));
+                let again = self.retransmits.remove(&key).unwrap_or_default();
+                lines.push(render_with(&events, &again));
             }
         } else if self.open.len() > MAX_OPEN {
             let mut oldest: Vec<(u64, String)> = self
@@ -37,7 +51,8 @@ impl Timelines {
             oldest.sort();
             for (_, key) in oldest.into_iter().take(MAX_OPEN / 2) {
                 if let Some(events) = self.open.remove(&key) {
-                    lines.push(format!("{} (incomplete)", render(&events)));
+                    let again = self.retransmits.remove(&key).unwrap_or_default();
+                    lines.push(format!("{} (incomplete)", render_with(&events, &again)));
                 }
             }
         }
@@ -47,6 +62,12 @@ impl Timelines {
 
 /// One connection's line: `time local → remote pid: step dt → step dt → ... [outcome]`.
 pub fn render(events: &[Event]) -> String {
+    render_with(events, &[])
+}
+
+/// [`render`], with the times the connection sent its SYN again: the first step reads
+/// `SYN ×3 (+1.00 s, +3.00 s)`, each time counted from the first SYN.
+pub fn render_with(events: &[Event], syn_again_ns: &[u64]) -> String {
     let first = &events[0];
     // connect() fires before the source port is chosen: take the endpoints from the last
     // event, which has both.
@@ -78,6 +99,19 @@ pub fn render(events: &[Event]) -> String {
             line.push_str(&format!(" {} → ", duration(gap)));
         }
         line.push_str(&step(e));
+        if (e.old_state, e.new_state) == (TcpState::Close, TcpState::SynSent)
+            && !syn_again_ns.is_empty()
+        {
+            let after: Vec<String> = syn_again_ns
+                .iter()
+                .map(|at| format!("+{}", duration(at.saturating_sub(e.mono_ns))))
+                .collect();
+            line.push_str(&format!(
+                " ×{} ({})",
+                syn_again_ns.len() + 1,
+                after.join(", ")
+            ));
+        }
     }
     if let Some(end) = steps.last().map(|e| conclusion(e)) {
         line.push_str(&format!(" [{end}]"));

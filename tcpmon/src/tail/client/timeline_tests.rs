@@ -141,3 +141,26 @@ fn a_connection_is_printed_only_when_it_closes() {
     }
     assert_eq!(t.open.len(), 1);
 }
+
+#[test]
+fn syns_sent_again_are_counted_with_their_times_from_the_first() {
+    let events = connection(&[
+        (Close, SynSent, 0, 0),
+        (SynSent, Close, 7_000_000, errno::ETIMEDOUT),
+    ]);
+    let mut t = Timelines::default();
+    let mut again = events[0].clone();
+    t.push(events[0].clone());
+    for after_us in [1_000_000, 3_000_000] {
+        again.mono_ns = events[0].mono_ns + after_us * 1000;
+        t.retransmit(&again);
+    }
+    let lines = t.push(events[1].clone());
+    assert_eq!(
+        lines,
+        [format!(
+            "{PREFIX}SYN ×3 (+1.00 s, +3.00 s) 7.00 s → no answer → CLOSED [handshake timed out]"
+        )]
+    );
+    assert!(t.retransmits.is_empty(), "forgotten once printed");
+}

@@ -95,7 +95,11 @@ pub mod counter {
     pub const RESETS_UNCOUNTED: u32 = 10;
     /// Trouble events the program could not write because `maps::TROUBLE` was full.
     pub const TROUBLE_DROPPED: u32 = 11;
-    pub const SLOTS: u32 = 12;
+    /// Runs that updated the second row of the per-CPU arrays (a run that interrupted another
+    /// in its accounting), counted before they update anything: while it is 0 the agent reads
+    /// only the first row of the large maps.
+    pub const NESTED_RUNS: u32 = 12;
+    pub const SLOTS: u32 = 13;
 }
 
 /// Service-port slots: slot 0 is `port="other"`, slots 1.. are ports the agent put in the

@@ -100,6 +100,8 @@ pub fn accounting<R>(state: &mut Reentry, account: impl FnOnce(Row) -> R) -> R {
     // nested run reads it between them.
     let nested = unsafe { core::ptr::read_volatile(&state.busy) } != 0;
     if nested {
+        // First, so that a scrape that sees no nested run yet may skip the second rows.
+        COUNTERS.increment(Row::NESTED, counter::NESTED_RUNS);
         return account(Row::NESTED);
     }
     // SAFETY: as above.

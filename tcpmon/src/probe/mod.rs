@@ -5,6 +5,7 @@ pub mod map_batch;
 pub mod offsets;
 pub mod pin;
 pub mod prog_stats;
+mod reading;
 mod resets;
 pub mod socket_iter;
 
@@ -19,17 +20,16 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
-    counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, TailFilter,
-    COVER_PROGRAM_NAME, PROGRAM_NAME, SOCKETS_ITERATOR_NAME, SYNACK_RETRANSMIT_PROGRAM_NAME,
-    SYN_RETRANSMIT_PROGRAM_NAME, TRANSITION_SLOTS,
+    maps, TailFilter, COVER_PROGRAM_NAME, PROGRAM_NAME, SOCKETS_ITERATOR_NAME,
+    SYNACK_RETRANSMIT_PROGRAM_NAME, SYN_RETRANSMIT_PROGRAM_NAME,
 };
 
-pub use self::offsets::KernelOffsets;
-use self::{prog_stats::ProgramStats, socket_iter::SocketIterator};
-use crate::{
-    error::Error,
-    metrics::{histogram, resets::ReasonNames},
+pub use self::{
+    offsets::KernelOffsets,
+    reading::{Snapshot, TrackedSockets},
 };
+use self::{prog_stats::ProgramStats, socket_iter::SocketIterator};
+use crate::{error::Error, metrics::resets::ReasonNames};
 
 /// The programs counting handshake retransmissions, each on the tracepoint of its name.
 const RETRANSMIT_PROGRAMS: [&str; 2] =
@@ -61,34 +61,6 @@ pub struct Probe {
     reset_programs: [(&'static str, &'static str); 2],
     reset_reasons: ReasonNames,
     socket_iterator: Option<SocketIterator>,
-}
-
-/// What the per-socket map holds.
-#[derive(Clone, Debug, Default)]
-pub struct TrackedSockets {
-    pub count: u64,
-    /// By (state, port slot): when the socket longest in that state entered it, in
-    /// `bpf_ktime_get_ns()` time (CLOCK_MONOTONIC).
-    pub oldest_entered_ns: std::collections::BTreeMap<(i32, u16), u64>,
-}
-
-/// One read of every aggregate map, summed over CPUs.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// Indexed by `tcpmon_common::transition_index`.
-    pub transitions: Vec<u64>,
-    /// Indexed by raw TCP state.
-    pub dwell: Vec<DwellHistogram>,
-    /// Indexed by the `COUNTER_*` constants.
-    pub counters: Vec<u64>,
-    /// Indexed by `tcpmon_common::handshake::index`.
-    pub handshakes: Vec<u64>,
-    /// Indexed by `tcpmon_common::handshake::side_index`.
-    pub handshake_duration: Vec<DwellHistogram>,
-    /// Indexed by `tcpmon_common::teardown::index`.
-    pub teardowns: Vec<u64>,
-    /// Indexed by `tcpmon_common::handshake::side_index`.
-    pub handshake_retransmits: Vec<u64>,
 }
 
 impl Probe {
@@ -202,71 +174,6 @@ impl Probe {
 
     fn read_error(name: &'static str) -> impl FnOnce(std::io::Error) -> Error {
         move |cause| map_error(name, "read", cause)
-    }
-
-    /// A per-CPU array of counters, summed over CPUs and rows (see `tcpmon_common::maps`).
-    fn counters_of(&self, name: &'static str, slots: u32) -> Result<Vec<u64>, Error> {
-        let per_cpu = map_batch::per_cpu_array::<u64>(self.map_data(name)?, maps::ROWS * slots)
-            .map_err(Self::read_error(name))?;
-        let mut totals = vec![0u64; slots as usize];
-        for (index, cpus) in per_cpu.iter().enumerate() {
-            totals[index % slots as usize] += cpus.iter().sum::<u64>();
-        }
-        Ok(totals)
-    }
-
-    /// A per-CPU array of histograms, merged over CPUs and rows.
-    fn histograms_of(&self, name: &'static str, slots: u32) -> Result<Vec<DwellHistogram>, Error> {
-        let per_cpu =
-            map_batch::per_cpu_array::<DwellHistogram>(self.map_data(name)?, maps::ROWS * slots)
-                .map_err(Self::read_error(name))?;
-        let mut totals = vec![histogram::empty(); slots as usize];
-        for (index, cpus) in per_cpu.iter().enumerate() {
-            let total = &mut totals[index % slots as usize];
-            cpus.iter().for_each(|h| histogram::merge(total, h));
-        }
-        Ok(totals)
-    }
-
-    /// The bookkeeping counters alone, indexed by the `COUNTER_*` constants.
-    pub fn counters(&self) -> Result<Vec<u64>, Error> {
-        self.counters_of(maps::COUNTERS, counter::SLOTS)
-    }
-
-    /// Reads the aggregate maps, one batch syscall each. Values are summed over CPUs.
-    pub fn snapshot(&self) -> Result<Snapshot, Error> {
-        Ok(Snapshot {
-            transitions: self.counters_of(maps::TRANSITIONS, TRANSITION_SLOTS)?,
-            dwell: self.histograms_of(maps::DWELL, tcp_state::SLOTS)?,
-            counters: self.counters()?,
-            handshakes: self.counters_of(maps::HANDSHAKES, handshake::SLOTS)?,
-            handshake_duration: self
-                .histograms_of(maps::HANDSHAKE_DURATION, handshake::SIDE_SLOTS)?,
-            teardowns: self.counters_of(maps::TEARDOWNS, teardown::SLOTS)?,
-            handshake_retransmits: self
-                .counters_of(maps::HANDSHAKE_RETRANSMITS, handshake::SIDE_SLOTS)?,
-        })
-    }
-
-    /// The per-socket map now: how many entries, and the oldest state entry per (state, port
-    /// slot), one walk of the map.
-    pub fn tracked_sockets(&self) -> Result<TrackedSockets, Error> {
-        let data = self.map_data(maps::SOCKETS)?;
-        let mut tracked = TrackedSockets::default();
-        let entry_size = size_of::<SocketEntry>();
-        map_batch::for_each_entry(data, size_of::<u64>(), entry_size, |_, value| {
-            tracked.count += 1;
-            // SAFETY: `value` holds the kernel's copy of one entry, `entry_size` bytes of a
-            // #[repr(C)] struct of integers; read unaligned, as the buffer is bytes.
-            let entry: SocketEntry = unsafe { std::ptr::read_unaligned(value.as_ptr().cast()) };
-            let oldest = tracked
-                .oldest_entered_ns
-                .entry((entry.state, entry.port_slot))
-                .or_insert(u64::MAX);
-            *oldest = (*oldest).min(entry.entered_ns);
-        })
-        .map_err(Self::read_error(maps::SOCKETS))?;
-        Ok(tracked)
     }
 
     /// Takes the trouble ring buffer out of the probe, for `tail --recent`.

@@ -204,8 +204,17 @@ pub fn parse() -> Result<Cli, String> {
 
 /// The first line of a clap error, with a pointer to --help instead of clap's usage block.
 fn one_line(rendered: &str) -> String {
-    let first = rendered.lines().next().unwrap_or_default();
-    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // "the following required arguments were not provided:" lists them on indented lines.
+    if message.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect();
+        message = format!("{message} {}", listed.join(", "));
+    }
     format!("tcpmon: error: {message} (see `tcpmon --help`)\n")
 }
 

@@ -279,3 +279,41 @@ fn tail_socket_served_by_another_agent() {
         ),
     );
 }
+
+#[test]
+fn bad_durations_and_options_of_the_trouble_commands() {
+    let (code, stderr) = run(TCPMON, &["sockets", "--older-than", "5x"]);
+    assert_eq!(code, 2);
+    assert_one_line(
+        &stderr,
+        "invalid value '5x' for '--older-than <DURATION>': '5x' is not a duration such as 500ms, 30s, 5m or 1h (see `tcpmon --help`)",
+    );
+    let (code, stderr) = run(TCPMON, &["tail", "--recent", "--since", "ten"]);
+    assert_eq!(code, 2);
+    assert_one_line(
+        &stderr,
+        "invalid value 'ten' for '--since <DURATION>': 'ten' is not a duration such as 500ms, 30s, 5m or 1h (see `tcpmon --help`)",
+    );
+    let (code, stderr) = run(TCPMON, &["tail", "--since", "10m"]);
+    assert_eq!(code, 2);
+    assert_one_line(
+        &stderr,
+        "the following required arguments were not provided: --recent (see `tcpmon --help`)",
+    );
+    let socket = "/run/tcpmon-no-agent-here.sock";
+    let (code, stderr) = run(
+        TCPMON,
+        &["tail", "--recent", "-o", "timeline", "--socket", socket],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        "--recent prints -o table or -o json, not timelines",
+    );
+    let (code, stderr) = run(TCPMON, &["sockets", "--socket", socket]);
+    assert_eq!(code, 1);
+    assert_one_line(
+        &stderr,
+        &format!("no tcpmon agent is listening on {socket}: start the agent, or run `tcpmon tail --standalone`"),
+    );
+}

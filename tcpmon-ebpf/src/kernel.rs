@@ -1,7 +1,11 @@
 //! Reading kernel memory: members of `struct sock` at offsets the agent found in BTF.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
-use crate::config::global;
+use tcpmon_common::AF_INET;
+
+use crate::config::{
+    global, SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET,
+};
 
 /// Reads the member of a kernel struct at `*offset` bytes into `base`, a pointer the verifier
 /// knows the BTF type of (the tracepoint's `struct sock *`, or a pointer read from one). The
@@ -43,4 +47,39 @@ pub unsafe fn atomic_add(target: *mut u64, n: u64) {
             target, n,
         )
     };
+}
+
+/// Writes the socket's local and remote addresses as 32-bit words (IPv4 in the first word,
+/// the others zero; or IPv6): plain loads from the socket, no helper call, no zeroing pass.
+///
+/// # Safety
+/// `saddr` and `daddr` must be valid for writes and 4-byte aligned.
+#[inline(always)]
+pub unsafe fn write_addresses(
+    sk: *const u8,
+    family: u16,
+    saddr: *mut [u32; 4],
+    daddr: *mut [u32; 4],
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        if family == AF_INET {
+            *saddr = [sock_field(sk, &SK_RCV_SADDR_OFFSET), 0, 0, 0];
+            *daddr = [sock_field(sk, &SK_DADDR_OFFSET), 0, 0, 0];
+        } else {
+            *saddr = in6_words(sk, &SK_V6_RCV_SADDR_OFFSET);
+            *daddr = in6_words(sk, &SK_V6_DADDR_OFFSET);
+        }
+    }
+}
+
+/// The `struct in6_addr` member of the socket at `*offset`, as its four 32-bit words.
+#[inline(always)]
+fn in6_words(sk: *const u8, offset: &'static u32) -> [u32; 4] {
+    [
+        sock_field_at(sk, offset, 0),
+        sock_field_at(sk, offset, 4),
+        sock_field_at(sk, offset, 8),
+        sock_field_at(sk, offset, 12),
+    ]
 }

@@ -172,10 +172,16 @@ fn account(t: &Transition) -> u64 {
 /// so it takes a helper call: made only for CLOSE.
 #[inline(always)]
 pub fn local_port(t: &Transition) -> u16 {
-    if t.new != tcp_state::CLOSE {
-        return sock_field(t.sk, &SK_NUM_OFFSET);
+    local_port_in(t.sk, t.new)
+}
+
+/// [`local_port`] of a socket in `state` (a full socket if that is CLOSE).
+#[inline(always)]
+pub fn local_port_in(sk: *const u8, state: i32) -> u16 {
+    if state != tcp_state::CLOSE {
+        return sock_field(sk, &SK_NUM_OFFSET);
     }
-    let port = read_kernel::<u16>(t.sk as u64, global(&INET_SPORT_OFFSET)).unwrap_or(0);
+    let port = read_kernel::<u16>(sk as u64, global(&INET_SPORT_OFFSET)).unwrap_or(0);
     u16::from_be(port)
 }
 

@@ -3,16 +3,16 @@
 //! changes, and the series they make are few and unpredictable, so they are counted in a hash
 //! (`maps::RESETS`) with atomic adds rather than in per-CPU arrays of every combination.
 use aya_ebpf::{bindings::BPF_NOEXIST, macros::btf_tracepoint, programs::BtfTracePointContext};
-use tcpmon_common::{counter, port, reset, tcp_state, trouble};
+use tcpmon_common::{counter, port, reset, trouble};
 
 use crate::{
     config::{
-        global, DEV_NET_OFFSET, INET_SPORT_OFFSET, NETNS_FILTER, NET_INUM_OFFSET, SKB_DEV_OFFSET,
-        SKB_HEAD_OFFSET, SKB_TRANSPORT_HEADER_OFFSET, SK_DPORT_OFFSET, SK_NUM_OFFSET,
-        SK_STATE_OFFSET,
+        global, DEV_NET_OFFSET, NETNS_FILTER, NET_INUM_OFFSET, SKB_DEV_OFFSET, SKB_HEAD_OFFSET,
+        SKB_TRANSPORT_HEADER_OFFSET, SK_DPORT_OFFSET, SK_STATE_OFFSET,
     },
     counted_family,
     kernel::{atomic_add, read_kernel, sock_field},
+    local_port_in,
     maps::{COUNTERS, PORTS, RESETS},
     trouble::{record, Trouble},
 };
@@ -94,14 +94,10 @@ fn by_socket(sk: *const u8, direction: u8, reason: u16) {
         return;
     }
     let state: u8 = sock_field(sk, &SK_STATE_OFFSET);
-    // A socket the kernel already moved to CLOSE (it closes, then resets: data unread, or
-    // SO_LINGER 0) is unhashed and its `skc_num` is 0; such a socket is a full one, whose
-    // `inet_sport` still holds the port. Request and time-wait sockets have only `skc_num`.
-    let local = if i32::from(state) == tcp_state::CLOSE {
-        u16::from_be(read_kernel::<u16>(sk as u64, global(&INET_SPORT_OFFSET)).unwrap_or(0))
-    } else {
-        sock_field(sk, &SK_NUM_OFFSET)
-    };
+    // A socket the kernel closes before it resets (data unread, SO_LINGER 0) is already
+    // unhashed: its port is in `inet_sport` only. Request and time-wait sockets are never in
+    // CLOSE, and have only `skc_num`.
+    let local = local_port_in(sk, i32::from(state));
     let remote = u16::from_be(sock_field(sk, &SK_DPORT_OFFSET));
     count(&reset::Key {
         port_slot: service_slot(local, remote),

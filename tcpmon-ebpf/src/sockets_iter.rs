@@ -8,13 +8,11 @@ use aya_ebpf::{bindings::seq_file, helpers::bpf_seq_write};
 use tcpmon_common::{tcp_state, SocketRecord, AF_INET, AF_INET6};
 
 use crate::{
-    config::global,
     config::{
-        INODE_INO_OFFSET, SK_DADDR_OFFSET, SK_DPORT_OFFSET, SK_FAMILY_OFFSET, SK_NUM_OFFSET,
-        SK_RCV_SADDR_OFFSET, SK_SOCKET_OFFSET, SK_STATE_OFFSET, SK_V6_DADDR_OFFSET,
-        SK_V6_RCV_SADDR_OFFSET, SOCKET_INODE_OFFSET,
+        global, INODE_INO_OFFSET, SK_DPORT_OFFSET, SK_FAMILY_OFFSET, SK_NUM_OFFSET,
+        SK_SOCKET_OFFSET, SK_STATE_OFFSET, SOCKET_INODE_OFFSET,
     },
-    kernel::{read_kernel, sock_field, sock_field_at},
+    kernel::{read_kernel, sock_field, write_addresses},
     maps::SOCKETS,
 };
 
@@ -53,18 +51,14 @@ pub extern "C" fn tcpmon_sockets(ctx: *mut c_void) -> i32 {
         state,
         _pad: [0; 7],
     };
-    if family == AF_INET {
-        let s: u32 = sock_field(sk, &SK_RCV_SADDR_OFFSET);
-        let d: u32 = sock_field(sk, &SK_DADDR_OFFSET);
-        record.saddr[..4].copy_from_slice(&s.to_ne_bytes());
-        record.daddr[..4].copy_from_slice(&d.to_ne_bytes());
-    } else {
-        for word in 0..4 {
-            let s: u32 = sock_field_at(sk, &SK_V6_RCV_SADDR_OFFSET, word * 4);
-            let d: u32 = sock_field_at(sk, &SK_V6_DADDR_OFFSET, word * 4);
-            record.saddr[word * 4..word * 4 + 4].copy_from_slice(&s.to_ne_bytes());
-            record.daddr[word * 4..word * 4 + 4].copy_from_slice(&d.to_ne_bytes());
-        }
+    // SAFETY: the address arrays of a live, 8-byte aligned record (at offsets 24 and 40).
+    unsafe {
+        write_addresses(
+            sk,
+            family,
+            (&raw mut record.saddr).cast(),
+            (&raw mut record.daddr).cast(),
+        );
     }
     if let Some(entry) = SOCKETS.get_ptr(sk as u64) {
         // SAFETY: the map returned a valid pointer to this socket's entry.

@@ -4,12 +4,11 @@ use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
 };
-use tcpmon_common::{counter, tcp_state, SocketEntry, TailEvent, TailRule, AF_INET};
+use tcpmon_common::{counter, tcp_state, SocketEntry, TailEvent, TailRule};
 
 use crate::{
     accounting::Tracked,
-    config::{SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET},
-    kernel::{sock_field, sock_field_at},
+    kernel::write_addresses,
     maps::{COUNTERS, EVENTS, SOCKETS, TAIL_FILTER},
     Transition,
 };
@@ -148,17 +147,10 @@ pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked, kind: u8) {
         (*event).family = t.family;
         (*event).kind = kind;
         (*event)._pad = 0;
-        // Plain loads from the socket, word by word (the record is 8-byte aligned, and so are
-        // the address arrays in it): no helper call and no zeroing pass.
+        // The record is 8-byte aligned, and so are the address arrays in it.
         let saddr = (&raw mut (*event).saddr).cast::<[u32; 4]>();
         let daddr = (&raw mut (*event).daddr).cast::<[u32; 4]>();
-        if t.family == AF_INET {
-            *saddr = [sock_field(sk, &SK_RCV_SADDR_OFFSET), 0, 0, 0];
-            *daddr = [sock_field(sk, &SK_DADDR_OFFSET), 0, 0, 0];
-        } else {
-            *saddr = ipv6(sk, &SK_V6_RCV_SADDR_OFFSET);
-            *daddr = ipv6(sk, &SK_V6_DADDR_OFFSET);
-        }
+        write_addresses(sk, t.family, saddr, daddr);
     }
     // Never wake the agent: it polls every few milliseconds while a client listens. A wake-up
     // per event (the ring buffer's default whenever the reader has caught up) costs an
@@ -167,15 +159,4 @@ pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked, kind: u8) {
     let flags = BPF_RB_NO_WAKEUP;
     entry.submit(u64::from(flags));
     COUNTERS.increment(t.row, counter::EVENTS);
-}
-
-/// The `struct in6_addr` member of the socket at `*offset`, as its four 32-bit words.
-#[inline(always)]
-fn ipv6(sk: *const u8, offset: &'static u32) -> [u32; 4] {
-    [
-        sock_field_at(sk, offset, 0),
-        sock_field_at(sk, offset, 4),
-        sock_field_at(sk, offset, 8),
-        sock_field_at(sk, offset, 12),
-    ]
 }

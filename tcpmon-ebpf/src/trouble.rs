@@ -3,14 +3,11 @@
 //! answer `tcpmon tail --recent` for what went wrong while nobody watched. They are rare next
 //! to transitions; a full ring is counted (`counter::TROUBLE_DROPPED`), never waited for.
 use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns};
-use tcpmon_common::{counter, TroubleEvent, AF_INET};
+use tcpmon_common::{counter, TroubleEvent};
 
 use crate::{
-    config::{
-        SK_DADDR_OFFSET, SK_DPORT_OFFSET, SK_FAMILY_OFFSET, SK_RCV_SADDR_OFFSET,
-        SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET,
-    },
-    kernel::{sock_field, sock_field_at},
+    config::{SK_DPORT_OFFSET, SK_FAMILY_OFFSET},
+    kernel::{sock_field, write_addresses},
     maps::{COUNTERS, TROUBLE},
 };
 
@@ -52,25 +49,9 @@ pub fn record(sk: *const u8, what: Trouble, dport_if_no_socket: u16) {
             let family: u16 = sock_field(sk, &SK_FAMILY_OFFSET);
             (*event).family = family;
             (*event).dport = u16::from_be(sock_field(sk, &SK_DPORT_OFFSET));
-            if family == AF_INET {
-                *saddr = [sock_field(sk, &SK_RCV_SADDR_OFFSET), 0, 0, 0];
-                *daddr = [sock_field(sk, &SK_DADDR_OFFSET), 0, 0, 0];
-            } else {
-                *saddr = words(sk, &SK_V6_RCV_SADDR_OFFSET);
-                *daddr = words(sk, &SK_V6_DADDR_OFFSET);
-            }
+            write_addresses(sk, family, saddr, daddr);
         }
     }
     // The agent reads the ring on a timer: never wake it.
     entry.submit(u64::from(BPF_RB_NO_WAKEUP));
-}
-
-#[inline(always)]
-fn words(sk: *const u8, offset: &'static u32) -> [u32; 4] {
-    [
-        sock_field_at(sk, offset, 0),
-        sock_field_at(sk, offset, 4),
-        sock_field_at(sk, offset, 8),
-        sock_field_at(sk, offset, 12),
-    ]
 }

@@ -24,12 +24,11 @@ use super::{
     netns,
     ports::PortTable,
     sock_diag::{self, SocketCounts},
-    socket_ages,
 };
 use crate::{
     error::Error,
     probe::{prog_stats, Probe},
-    tail::agent::hub::Hub,
+    tail::{agent::hub::Hub, event::monotonic_ns},
 };
 
 /// What a scrape changes: the probe's port map, the port table, the eviction and missed-run
@@ -152,7 +151,7 @@ impl ProbeCollector {
         let snapshot = state.probe.snapshot()?;
         let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
         let resets = state.probe.resets()?;
-        let now_ns = socket_ages::monotonic_ns();
+        let now_ns = monotonic_ns();
         let estimate = inserts
             .saturating_sub(deletes)
             .saturating_sub(tracked.count);

@@ -11,17 +11,6 @@ use tcpmon_common::tcp_state;
 use super::{families::gauge, ports::PortTable};
 use crate::state::TcpState;
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
 /// One gauge per (state, port label), the oldest of the slots that share the label.
 pub fn series(
     ports: &PortTable,

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use super::{Request, SocketLine};
 use crate::{
     cli::{SocketsFormat, SocketsOptions},
-    tail::client::connect,
+    tail::client::{connect, table::endpoint},
 };
 
 pub fn run(options: SocketsOptions) -> anyhow::Result<()> {
@@ -77,10 +77,6 @@ fn print(sockets: &[SocketLine], format: SocketsFormat, out: &mut impl Write) ->
         "STATE", "AGE", "LOCAL", "REMOTE", "PID"
     )?;
     for s in sockets {
-        let endpoint = |ip, port| match ip {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-            v4 => format!("{v4}:{port}"),
-        };
         writeln!(
             out,
             "{:<12} {:>9}  {:<28} {:<28} {:>7}  {}",

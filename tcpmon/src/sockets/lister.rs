@@ -11,10 +11,10 @@ use tcpmon_common::SocketRecord;
 
 use super::SocketLine;
 use crate::{
-    metrics::{netns, socket_ages::monotonic_ns},
+    metrics::netns,
     probe::socket_iter::SocketIterator,
     state::TcpState,
-    tail::event::{address, family_label},
+    tail::event::{address, comm_name, family_label, monotonic_ns},
 };
 
 /// Lists sockets on request; shared by the tail socket's clients.
@@ -73,13 +73,8 @@ fn line(netns: u64, r: &SocketRecord, now_ns: u64) -> Option<SocketLine> {
         inode: (r.inode != 0).then_some(r.inode),
         // What the program saw (only while a tail ran), until /proc says better.
         pid: (r.pid != 0).then_some(r.pid),
-        comm: (r.pid != 0).then(|| comm_of(&r.comm)),
+        comm: (r.pid != 0).then(|| comm_name(&r.comm).into_owned()),
     })
-}
-
-fn comm_of(raw: &[u8; 16]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 /// For each wanted socket inode, the lowest pid holding it and that process's command name.

@@ -110,8 +110,13 @@ pub fn owner_pid(e: &TailEvent) -> Option<u32> {
 
 /// The owner's command name, if the program knew the owner.
 pub fn comm(e: &TailEvent) -> Option<Cow<'_, str>> {
-    let end = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
-    owner_pid(e).map(|_| String::from_utf8_lossy(&e.comm[..end]))
+    owner_pid(e).map(|_| comm_name(&e.comm))
+}
+
+/// A kernel command name: NUL-padded bytes.
+pub fn comm_name(raw: &[u8; 16]) -> Cow<'_, str> {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end])
 }
 
 /// Milliseconds in the old state, if the program saw the socket enter it.
@@ -200,16 +205,22 @@ impl Serialize for Rfc3339 {
 
 /// CLOCK_REALTIME − CLOCK_MONOTONIC, in nanoseconds.
 pub fn realtime_offset_ns() -> i128 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the program's `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 impl Serialize for TcpState {

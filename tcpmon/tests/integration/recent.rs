@@ -39,7 +39,7 @@ fn by_kind(events: &[serde_json::Value]) -> BTreeMap<(String, String), u64> {
     for e in events {
         let detail = e["detail"].as_str().unwrap_or("-").to_string();
         *kinds
-            .entry((e["what"].as_str().unwrap().to_string(), detail))
+            .entry((e["what"].as_str().expect("what").to_string(), detail))
             .or_default() += 1;
     }
     kinds
@@ -151,7 +151,10 @@ fn trouble_before_any_client_is_kept_and_matches_the_counters() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect();
-    let whats: Vec<&str> = lines.iter().map(|l| l["what"].as_str().unwrap()).collect();
+    let whats: Vec<&str> = lines
+        .iter()
+        .map(|l| l["what"].as_str().expect("what"))
+        .collect();
     assert_eq!(whats, ["reset_received", "handshake_failed"], "{lines:?}");
     ns.run(|| full.close());
 }

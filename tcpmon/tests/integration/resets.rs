@@ -42,7 +42,8 @@ fn resets_are_counted_by_direction_state_reason_and_port() {
         workload::refused_connects(ip, N);
         let unread = TcpListener::bind(SocketAddr::new(ip, UNREAD_PORT)).expect("listen");
         for _ in 0..N {
-            let mut client = TcpStream::connect(unread.local_addr().unwrap()).expect("connect");
+            let mut client =
+                TcpStream::connect(unread.local_addr().expect("address")).expect("connect");
             let (server, _) = unread.accept().expect("accept");
             client.write_all(b"unread").expect("write");
             // Wait until the data is in the server's receive queue, and leave it there.
@@ -52,7 +53,8 @@ fn resets_are_counted_by_direction_state_reason_and_port() {
         }
         let linger = TcpListener::bind(SocketAddr::new(ip, LINGER_PORT)).expect("listen");
         for _ in 0..N {
-            let client = TcpStream::connect(linger.local_addr().unwrap()).expect("connect");
+            let client =
+                TcpStream::connect(linger.local_addr().expect("address")).expect("connect");
             let (server, _) = linger.accept().expect("accept");
             workload::set_linger_zero(&client);
             drop(client);

@@ -85,7 +85,10 @@ fn close_wait_sockets_show_how_long_they_have_waited() {
     }
     // Oldest first: the listener, then the connections in the order they were made.
     let all = listed(&["--port", &port]);
-    let states: Vec<&str> = all.iter().map(|s| s["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = all
+        .iter()
+        .map(|s| s["state"].as_str().expect("state"))
+        .collect();
     assert_eq!(states[0], "LISTEN", "{states:?}");
     assert_eq!(
         states.len(),
@@ -94,7 +97,7 @@ fn close_wait_sockets_show_how_long_they_have_waited() {
     );
     let ages: Vec<f64> = all
         .iter()
-        .map(|s| s["age_seconds"].as_f64().unwrap())
+        .map(|s| s["age_seconds"].as_f64().expect("an age"))
         .collect();
     assert!(ages.windows(2).all(|w| w[0] >= w[1]), "{ages:?}");
     assert!(listed(&["--port", &port, "--older-than", "1h"]).is_empty());

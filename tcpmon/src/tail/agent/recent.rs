@@ -17,7 +17,7 @@ use crate::{
     metrics::resets::ReasonNames,
     state::TcpState,
     tail::{
-        event::{address, family_label, realtime_offset_ns, Rfc3339},
+        event::{address, family_label, monotonic_ns, realtime_offset_ns, Rfc3339},
         filter::Filter,
     },
 };
@@ -107,7 +107,7 @@ impl Recent {
         let live = query.follow.then(|| self.live.subscribe());
         let cutoff = query
             .since_ns
-            .map(|since| crate::metrics::socket_ages::monotonic_ns().saturating_sub(since));
+            .map(|since| monotonic_ns().saturating_sub(since));
         let kept = events
             .iter()
             .filter(|e| cutoff.is_none_or(|c| e.ts_ns >= c))

@@ -1,11 +1,14 @@
 //! `tcpmon tail --recent`: the failed handshakes, resets and handshake retransmissions the
 //! agent kept (even with nobody tailing), filtered as the live tail is, then new ones as they
 //! come with `--follow`.
-use std::io::{BufRead, BufReader, Write};
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::IpAddr,
+};
 
 use anyhow::{bail, Context as _};
 
-use super::connect;
+use super::{connect, table::endpoint};
 use crate::{
     cli::{OutputFormat, TailOptions},
     tail::{
@@ -75,14 +78,18 @@ fn row(v: &serde_json::Value) -> String {
             .unwrap_or("-")
             .to_string()
     };
-    let port = |key: &str| v.get(key).and_then(|x| x.as_u64()).unwrap_or(0);
+    let port = |key: &str| {
+        v.get(key)
+            .and_then(|x| u16::try_from(x.as_u64()?).ok())
+            .unwrap_or(0)
+    };
+    // A reset for a segment that matched no socket has ports only.
     let endpoint = |addr: &str, port_key: &str| {
-        let ip = text(addr);
-        match ip.as_str() {
-            "-" => format!("*:{}", port(port_key)),
-            ip if ip.contains(':') => format!("[{ip}]:{}", port(port_key)),
-            ip => format!("{ip}:{}", port(port_key)),
-        }
+        let ip = v.get(addr).and_then(|x| x.as_str()?.parse::<IpAddr>().ok());
+        ip.map_or_else(
+            || format!("*:{}", port(port_key)),
+            |ip| endpoint(ip, port(port_key)),
+        )
     };
     let time = text("time");
     format!(

@@ -179,6 +179,11 @@ pub mod trouble {
     pub const SYN_RETRANSMIT: u8 = 4;
     /// A SYN-ACK a server sent again (the socket is the listener).
     pub const SYNACK_RETRANSMIT: u8 = 5;
+    /// Segments a listener dropped (`dropped`: how many since the agent last looked). Not from
+    /// the program: the kernel has no hook where a listener drops (a SYN dropped for a full
+    /// queue is consumed, not freed with a reason), so the agent writes these from the
+    /// listener's drop count.
+    pub const LISTEN_DROPPED: u8 = 6;
 }
 
 /// Resets sent and received: the key of `maps::RESETS`.

@@ -81,7 +81,9 @@ pub struct TroubleEvent {
     pub state: u8,
     /// A failed handshake's `handshake` result index, a sent reset's reason, else 0.
     pub detail: u16,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// For `LISTEN_DROPPED`, the segments dropped; 0 for every other kind.
+    pub dropped: u32,
 }
 const _: () = assert!(core::mem::size_of::<TroubleEvent>() == 64);
 

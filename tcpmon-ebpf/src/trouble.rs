@@ -37,7 +37,8 @@ pub fn record(sk: *const u8, what: Trouble, dport_if_no_socket: u16) {
         (*event).state = what.state;
         (*event).detail = what.detail;
         (*event).sport = what.sport;
-        (*event)._pad = [0; 6];
+        (*event)._pad = [0; 2];
+        (*event).dropped = 0;
         let saddr = (&raw mut (*event).saddr).cast::<[u32; 4]>();
         let daddr = (&raw mut (*event).daddr).cast::<[u32; 4]>();
         if sk.is_null() {

@@ -12,7 +12,7 @@ use prometheus::Registry;
 use crate::{
     cli::AgentOptions,
     error::Error,
-    metrics::{collector::ProbeCollector, ports::PortTable},
+    metrics::{collector::ProbeCollector, listen_watch::ListenWatch, ports::PortTable},
     privileges::{
         self,
         capabilities::{self, User},
@@ -61,8 +61,15 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
 
     runtime()?.block_on(async {
         let hub = Hub::start(ring, kernel_filter);
-        let collector =
-            ProbeCollector::new(probe, ports, options.netns.clone(), Arc::clone(&hub))?;
+        let recent = Recent::start(trouble_ring, options.recent_events as usize, reset_reasons);
+        let listen_watch = ListenWatch::new(options.netns.clone(), Arc::clone(&recent));
+        let collector = ProbeCollector::new(
+            probe,
+            ports,
+            Arc::clone(&listen_watch),
+            Arc::clone(&hub),
+        )?;
+        listen_watch.start();
         let registry = Registry::new();
         registry
             .register(Box::new(collector))
@@ -87,7 +94,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         let services = tail_server::Services {
             hub,
             lister,
-            recent: Recent::start(trouble_ring, options.recent_events as usize, reset_reasons),
+            recent,
         };
         let tail = tokio::spawn(tail_server::serve(tail_listener, services));
         let listener = tokio::net::TcpListener::from_std(listener)

@@ -3,7 +3,6 @@
 //! is no per-event work in userspace.
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -20,7 +19,8 @@ use tcpmon_common::counter;
 use super::{
     descriptors,
     families::{self, ProgramRuns, ScrapeInput},
-    listeners::{self, ListenDrops, Listener, PortQueue},
+    listen_watch::ListenWatch,
+    listeners::{self, Listener, PortQueue},
     netns,
     ports::PortTable,
     sock_diag::{self, SocketCounts},
@@ -37,7 +37,6 @@ struct State {
     probe: Probe,
     ports: PortTable,
     evicted: u64,
-    listen_drops: ListenDrops,
     /// The highest `tcpmon_bpf_program_missed_runs_total` reported so far.
     missed: u64,
     /// How long the previous collection took.
@@ -46,8 +45,8 @@ struct State {
 
 pub struct ProbeCollector {
     state: Mutex<State>,
-    /// The one namespace counted (`--netns`), or `None` for all of them.
-    netns: Option<PathBuf>,
+    /// The namespaces in scope, and what their listeners dropped.
+    listen_watch: Arc<ListenWatch>,
     /// The tail's hub, for its drop count.
     hub: Arc<Hub>,
     collecting: Mutex<()>,
@@ -61,7 +60,7 @@ impl ProbeCollector {
     pub fn new(
         mut probe: Probe,
         ports: PortTable,
-        netns: Option<PathBuf>,
+        listen_watch: Arc<ListenWatch>,
         hub: Arc<Hub>,
     ) -> Result<ProbeCollector, Error> {
         for (port, slot) in ports.assignments() {
@@ -85,11 +84,10 @@ impl ProbeCollector {
                 probe,
                 ports,
                 evicted: 0,
-                listen_drops: ListenDrops::default(),
                 missed: 0,
                 last_collect_seconds: 0.0,
             }),
-            netns,
+            listen_watch,
             hub,
             collecting: Mutex::new(()),
             errors: AtomicU64::new(0),
@@ -102,11 +100,7 @@ impl ProbeCollector {
     /// Counts sockets and sums listeners per port in every namespace in scope, and labels newly
     /// seen listening ports.
     fn count_sockets(&self) -> Result<(SocketCounts, BTreeMap<u16, PortQueue>), Error> {
-        let paths: Vec<PathBuf> = match &self.netns {
-            Some(path) => vec![path.clone()],
-            None => netns::all().into_values().collect(),
-        };
-        let per_namespace = netns::in_each(paths, || {
+        let per_namespace = netns::in_each(self.listen_watch.namespaces(), || {
             let socket = sock_diag::open()?;
             Ok((
                 sock_diag::count_tcp_sockets(&socket)?,
@@ -129,8 +123,8 @@ impl ProbeCollector {
         for (port, slot) in added {
             state.probe.set_port_slot(port, slot)?;
         }
-        let listen = state.listen_drops.update(&all_listeners);
-        Ok((total, listen))
+        drop(state);
+        Ok((total, self.listen_watch.observe(&all_listeners)))
     }
 
     fn families(&self) -> Result<Vec<MetricFamily>, Error> {

@@ -7,8 +7,8 @@
 //! could not be queued or created. Host-wide that is `TcpExtListenDrops`; here it is per
 //! listener, so per port. The count lives on the listening socket and goes when it closes, so
 //! [`ListenDrops`] keeps what closed listeners had dropped: the counter never goes backwards.
-//! What a listener dropped after the last scrape before it closed is not seen (a listener that
-//! lives for less than a scrape interval is rare; one that drops in its last seconds too).
+//! The agent looks every second (`listen_watch`) as well as at each scrape, so what a listener
+//! dropped in the last second before it closed is all that can be missed.
 use std::{
     collections::{BTreeMap, HashMap},
     io,
@@ -36,6 +36,9 @@ const ATTRIBUTE_TYPE_MASK: u16 = 0x3fff;
 pub struct Listener {
     /// The socket's cookie: unique on the host, across namespaces, for its lifetime.
     pub cookie: u64,
+    /// `AF_INET` or `AF_INET6`, and the address it listens on (IPv4 in the first 4 bytes).
+    pub family: u16,
+    pub address: [u8; 16],
     pub port: u16,
     /// Connections in the accept queue, waiting for `accept()`.
     pub queued: u64,
@@ -71,9 +74,13 @@ pub fn parse_listener(payload: &[u8]) -> io::Result<Listener> {
             "sock_diag reported a listener without its drop count",
         )
     })?;
+    let mut address = [0; 16];
+    address.copy_from_slice(&message[8..24]);
     Ok(Listener {
-        // idiag_sport (network byte order), idiag_cookie (two host-order halves, low first),
-        // idiag_rqueue, idiag_wqueue.
+        // idiag_family, idiag_src, idiag_sport (network byte order), idiag_cookie (two
+        // host-order halves, low first), idiag_rqueue, idiag_wqueue.
+        family: message[0].into(),
+        address,
         port: u16::from_be_bytes([message[4], message[5]]),
         cookie: u64::from(word(44)) | u64::from(word(48)) << 32,
         queued: word(56).into(),
@@ -113,25 +120,46 @@ pub struct PortQueue {
 /// The drop counts of listeners seen so far, so that a closed listener's drops stay counted.
 #[derive(Debug, Default)]
 pub struct ListenDrops {
-    /// Open listeners by cookie: their port and drops at the last scrape.
+    /// Open listeners by cookie: their port and the most drops seen.
     open: HashMap<u64, (u16, u64)>,
     /// Per port, the drops of listeners that closed.
     closed: BTreeMap<u16, u64>,
+    /// Whether listeners were looked at before: what they had dropped when the agent started
+    /// is counted, but is not news.
+    looked: bool,
+}
+
+/// What [`ListenDrops::update`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListenLook {
+    /// Each port's sums.
+    pub ports: BTreeMap<u16, PortQueue>,
+    /// The listeners that dropped since the previous look, with how many.
+    pub dropped: Vec<(Listener, u64)>,
 }
 
 impl ListenDrops {
-    /// Takes the listeners open now (of every namespace in scope) and returns each port's sums.
-    pub fn update(&mut self, listeners: &[Listener]) -> BTreeMap<u16, PortQueue> {
-        let now: HashMap<u64, (u16, u64)> = listeners
-            .iter()
-            .map(|l| (l.cookie, (l.port, l.drops)))
-            .collect();
+    /// Takes the listeners open now (of every namespace in scope). Looks may come out of order
+    /// (a scrape and the watcher at once): a listener's count never goes below its highest.
+    pub fn update(&mut self, listeners: &[Listener]) -> ListenLook {
+        let mut dropped = Vec::new();
+        let mut now: HashMap<u64, (u16, u64)> = HashMap::with_capacity(listeners.len());
+        for l in listeners {
+            let before = self.open.get(&l.cookie).map(|&(_, d)| d);
+            let drops = before.unwrap_or(0).max(l.drops);
+            let new = drops - before.unwrap_or(0);
+            if self.looked && new > 0 {
+                dropped.push((*l, new));
+            }
+            now.insert(l.cookie, (l.port, drops));
+        }
         for (cookie, &(port, drops)) in &self.open {
             if !now.contains_key(cookie) {
                 *self.closed.entry(port).or_default() += drops;
             }
         }
         self.open = now;
+        self.looked = true;
         let mut ports: BTreeMap<u16, PortQueue> = self
             .closed
             .iter()
@@ -150,9 +178,9 @@ impl ListenDrops {
             sum.listeners += 1;
             sum.queued += l.queued;
             sum.limit += l.limit;
-            sum.drops += l.drops;
+            sum.drops += self.open[&l.cookie].1;
         }
-        ports
+        ListenLook { ports, dropped }
     }
 }
 

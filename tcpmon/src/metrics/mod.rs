@@ -5,6 +5,7 @@ pub mod collector;
 pub mod descriptors;
 pub mod families;
 pub mod histogram;
+pub mod listen_watch;
 pub mod listeners;
 pub mod netns;
 pub mod ports;

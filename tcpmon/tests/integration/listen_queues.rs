@@ -1,5 +1,6 @@
 //! Accept queues and listen drops, against the kernel's own numbers: a listener with backlog 1
-//! that never accepts, its queue filled, then flooded with connects whose SYNs it drops.
+//! that never accepts, its queue filled, then flooded with connects whose SYNs it drops; the
+//! drops as `tail --recent` events.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -51,6 +52,29 @@ fn a_full_accept_queue_its_limit_and_every_dropped_syn_are_exact() {
     assert_eq!(series("tcpmon_listen_queue_length"), 2.0);
     assert_eq!(series("tcpmon_listen_queue_limit"), 1.0);
     assert_eq!(series("tcpmon_listen_drops_total"), drops as f64);
+
+    // The same drops as events of `tail --recent`, each the listener's since the agent's
+    // previous look.
+    let events = agent.recent(&["--port", &PORT.to_string(), "--state", "LISTEN"]);
+    assert!(!events.is_empty(), "no listen_dropped events");
+    for e in &events {
+        assert_eq!(e["what"], "listen_dropped", "{e}");
+        assert_eq!(
+            (&e["local"], &e["local_port"]),
+            (&"127.0.0.1".into(), &PORT.into())
+        );
+        assert_eq!(
+            (&e["state"], &e["remote"]),
+            (&"LISTEN".into(), &serde_json::Value::Null)
+        );
+        let n = e["dropped"].as_u64().expect("a count");
+        assert_eq!(e["detail"], format!("{n} dropped"));
+    }
+    let dropped: u64 = events
+        .iter()
+        .map(|e| e["dropped"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(dropped, drops, "{events:?}");
 
     // Gone with the listener: the queue; kept: what it dropped.
     drop(listener);

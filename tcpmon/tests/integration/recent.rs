@@ -9,29 +9,13 @@ use std::{
 };
 
 use crate::support::{
-    kernel_names_reset_reasons, require_root, run,
+    kernel_names_reset_reasons, require_root,
     workload::{self, FullListener, CLOSED_PORT},
     Agent, NetNs, Scrape, TCPMON,
 };
 
 const FULL_PORT: u16 = 7076;
 const REFUSED: u64 = 3;
-
-fn recent(agent: &Agent, args: &[&str]) -> Vec<serde_json::Value> {
-    let mut all = vec![
-        "tail",
-        "--recent",
-        "-o",
-        "json",
-        "--socket",
-        &agent.tail_socket,
-    ];
-    all.extend(args);
-    run(TCPMON, &all)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
 
 /// Events by (what, detail).
 fn by_kind(events: &[serde_json::Value]) -> BTreeMap<(String, String), u64> {
@@ -68,10 +52,10 @@ fn trouble_before_any_client_is_kept_and_matches_the_counters() {
         workload::timed_out_connects(SocketAddr::new(ip, FULL_PORT), 1);
         full
     });
-    // The agent reads the trouble ring every 100 ms.
+    // The agent reads the trouble ring every 100 ms; a scrape looks at the listeners.
     std::thread::sleep(Duration::from_millis(300));
-    let events = recent(&agent, &[]);
     let scrape = agent.scrape();
+    let events = agent.recent(&[]);
     let kinds = by_kind(&events);
     let count = |what: &str, detail: &str| {
         kinds
@@ -119,12 +103,24 @@ fn trouble_before_any_client_is_kept_and_matches_the_counters() {
         |k| k[0] == "client",
     );
     assert_eq!(retransmits, syns);
+    let dropped: u64 = events
+        .iter()
+        .filter(|e| e["what"] == "listen_dropped")
+        .map(|e| e["dropped"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(dropped, ns.tcp_counter("TcpExtListenDrops"));
+    assert_eq!(
+        dropped as f64,
+        scrape.get(&format!(
+            "tcpmon_listen_drops_total{{port=\"{FULL_PORT}\"}}"
+        ))
+    );
 
     // The usual filters; --since leaves out what is older.
     let port = CLOSED_PORT.to_string();
-    let refused_only = recent(&agent, &["--port", &port, "--state", "SYN_SENT"]);
+    let refused_only = agent.recent(&["--port", &port, "--state", "SYN_SENT"]);
     assert_eq!(refused_only.len() as u64, 2 * REFUSED, "{refused_only:?}");
-    assert!(recent(&agent, &["--since", "1ms"]).is_empty());
+    assert!(agent.recent(&["--since", "1ms"]).is_empty());
 
     // --follow: new trouble as it happens.
     let follower = Command::new(TCPMON)

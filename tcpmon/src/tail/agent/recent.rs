@@ -1,5 +1,6 @@
 //! Recent trouble: the agent reads the program's trouble ring buffer (failed handshakes,
-//! resets, handshake retransmissions, written whether or not anyone tails) and keeps the last
+//! resets, handshake retransmissions, written whether or not anyone tails), adds the listen
+//! drops it sees itself (`metrics::listen_watch`) and keeps the last
 //! `--recent-events` of them, for `tcpmon tail --recent`; `--follow` clients get new ones as
 //! they come.
 use std::{
@@ -14,7 +15,7 @@ use tcpmon_common::{handshake, trouble, TroubleEvent};
 use tokio::sync::broadcast;
 
 use crate::{
-    metrics::resets::ReasonNames,
+    metrics::{listeners::Listener, resets::ReasonNames},
     state::TcpState,
     tail::{
         event::{address, family_label, monotonic_ns, realtime_offset_ns, Rfc3339},
@@ -84,6 +85,24 @@ impl Recent {
         }
     }
 
+    /// Records that `listener` dropped `dropped` segments since the previous look.
+    pub fn listen_dropped(&self, listener: &Listener, dropped: u64) {
+        self.push(TroubleEvent {
+            ts_ns: monotonic_ns(),
+            skaddr: 0,
+            saddr: listener.address,
+            daddr: [0; 16],
+            family: listener.family,
+            sport: listener.port,
+            dport: 0,
+            kind: trouble::LISTEN_DROPPED,
+            state: TcpState::Listen as u8,
+            detail: 0,
+            _pad: [0; 2],
+            dropped: u32::try_from(dropped).unwrap_or(u32::MAX),
+        });
+    }
+
     fn push(&self, event: TroubleEvent) {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if events.len() == self.capacity {
@@ -130,8 +149,10 @@ impl Recent {
             family: (e.family != 0).then(|| family_label(e.family)),
             local: (e.family != 0).then(|| address(e.family, &e.saddr).to_string()),
             local_port: e.sport,
-            remote: (e.family != 0).then(|| address(e.family, &e.daddr).to_string()),
+            remote: (e.family != 0 && e.kind != trouble::LISTEN_DROPPED)
+                .then(|| address(e.family, &e.daddr).to_string()),
             remote_port: e.dport,
+            dropped: (e.kind == trouble::LISTEN_DROPPED).then_some(e.dropped),
         };
         let mut text = serde_json::to_string(&line).unwrap_or_default();
         text.push('\n');
@@ -142,6 +163,7 @@ impl Recent {
         match e.kind {
             trouble::HANDSHAKE_FAILED => Some(handshake_failure(u32::from(e.detail)).to_string()),
             trouble::RESET_SENT => Some(self.reasons.name(e.detail).to_string()),
+            trouble::LISTEN_DROPPED => Some(format!("{} dropped", e.dropped)),
             _ => None,
         }
     }
@@ -155,7 +177,8 @@ pub struct TroubleLine<'a> {
     pub time: Rfc3339,
     pub mono_ns: u64,
     pub connection: Option<String>,
-    /// handshake_failed, reset_sent, reset_received, syn_retransmit, synack_retransmit.
+    /// handshake_failed, reset_sent, reset_received, syn_retransmit, synack_retransmit,
+    /// listen_dropped.
     pub what: &'a str,
     /// How a handshake failed (refused, timeout, unreachable, aborted, reset) or why a reset
     /// was sent (the kernel's reason, or unknown).
@@ -166,6 +189,10 @@ pub struct TroubleLine<'a> {
     pub local_port: u16,
     pub remote: Option<String>,
     pub remote_port: u16,
+    /// For listen_dropped: the segments (SYNs, final ACKs) the listener dropped since the
+    /// agent's previous look, at most a second before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u32>,
 }
 
 fn kind_name(kind: u8) -> &'static str {
@@ -175,6 +202,7 @@ fn kind_name(kind: u8) -> &'static str {
         trouble::RESET_RECEIVED => "reset_received",
         trouble::SYN_RETRANSMIT => "syn_retransmit",
         trouble::SYNACK_RETRANSMIT => "synack_retransmit",
+        trouble::LISTEN_DROPPED => "listen_dropped",
         _ => "unknown",
     }
 }

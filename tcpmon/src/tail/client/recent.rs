@@ -83,13 +83,15 @@ fn row(v: &serde_json::Value) -> String {
             .and_then(|x| u16::try_from(x.as_u64()?).ok())
             .unwrap_or(0)
     };
-    // A reset for a segment that matched no socket has ports only.
+    // A reset for a segment that matched no socket has ports only; a listener no peer (as
+    // `ss -l` prints it).
     let endpoint = |addr: &str, port_key: &str| {
         let ip = v.get(addr).and_then(|x| x.as_str()?.parse::<IpAddr>().ok());
-        ip.map_or_else(
-            || format!("*:{}", port(port_key)),
-            |ip| endpoint(ip, port(port_key)),
-        )
+        match (ip, port(port_key)) {
+            (Some(ip), port) => endpoint(ip, port),
+            (None, 0) => "*:*".to_string(),
+            (None, port) => format!("*:{port}"),
+        }
     };
     let time = text("time");
     format!(

@@ -383,6 +383,23 @@ impl Agent {
         Scrape::parse(&http_get(self.addr, "/metrics"))
     }
 
+    /// The events of `tcpmon tail --recent -o json ARGS`.
+    pub fn recent(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec![
+            "tail",
+            "--recent",
+            "-o",
+            "json",
+            "--socket",
+            &self.tail_socket,
+        ];
+        all.extend(args);
+        run(TCPMON, &all)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
     /// Sends SIGTERM and waits; returns the exit status and what it printed meanwhile.
     pub fn stop(&mut self) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().expect("agent still running");

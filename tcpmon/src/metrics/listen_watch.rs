@@ -1,0 +1,93 @@
+//! Listen drops as events: every second the agent looks at the drop counts of the listeners in
+//! scope (a sock_diag dump of LISTEN sockets per namespace, as a scrape makes) and writes one
+//! `listen_dropped` event for each listener whose count rose, into the recent trouble that
+//! `tcpmon tail --recent` prints.
+//!
+//! Why the agent and not the program: the kernel has no hook where a listener drops. A SYN
+//! dropped because the accept queue is full is consumed (`consume_skb`), not freed with a drop
+//! reason, so `skb:kfree_skb` does not see it (verified on 6.18: a flood of 12 dropped SYNs gave
+//! one `kfree_skb`, reason NOT_SPECIFIED); the drop is only counted (`sk_drops`,
+//! `TcpExtListenDrops`). So an event stands for the drops of one listener in up to a second,
+//! and carries how many. The counter and the events come from the same counts, through one
+//! [`ListenDrops`]: they always agree.
+use std::{
+    collections::BTreeMap,
+    io,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use super::{
+    listeners::{self, ListenDrops, Listener, PortQueue},
+    netns, sock_diag,
+};
+use crate::tail::agent::recent::Recent;
+
+/// How often the watcher looks. A second is what a person reading `tail --recent` resolves,
+/// and the dumps are of listeners only (a few per namespace).
+const INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct ListenWatch {
+    drops: Mutex<ListenDrops>,
+    /// The one namespace watched (`--netns`), or `None` for all of them.
+    netns: Option<PathBuf>,
+    recent: Arc<Recent>,
+}
+
+impl ListenWatch {
+    pub fn new(netns: Option<PathBuf>, recent: Arc<Recent>) -> Arc<ListenWatch> {
+        Arc::new(ListenWatch {
+            drops: Mutex::new(ListenDrops::default()),
+            netns,
+            recent,
+        })
+    }
+
+    /// Starts looking every second on the current tokio runtime.
+    pub fn start(self: &Arc<ListenWatch>) {
+        let watch = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let look = Arc::clone(&watch);
+                // A failed look (a namespace that vanished mid-dump) is retried next second;
+                // the scrape reports errors.
+                let _ = tokio::task::spawn_blocking(move || look.look()).await;
+            }
+        });
+    }
+
+    /// The namespaces in scope now.
+    pub fn namespaces(&self) -> Vec<PathBuf> {
+        match &self.netns {
+            Some(path) => vec![path.clone()],
+            None => netns::all().into_values().collect(),
+        }
+    }
+
+    /// Dumps the listeners of every namespace in scope and takes what they dropped.
+    fn look(&self) -> io::Result<()> {
+        let found = netns::in_each(self.namespaces(), || {
+            listeners::listeners(&sock_diag::open()?)
+        })?;
+        self.observe(&found.concat());
+        Ok(())
+    }
+
+    /// Takes the listeners open now, writes an event for each that dropped since the previous
+    /// look, and returns each port's sums for the metrics.
+    pub fn observe(&self, listeners: &[Listener]) -> BTreeMap<u16, PortQueue> {
+        let look = self
+            .drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(listeners);
+        for (listener, dropped) in &look.dropped {
+            self.recent.listen_dropped(listener, *dropped);
+        }
+        look.ports
+    }
+}

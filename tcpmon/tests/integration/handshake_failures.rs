@@ -4,7 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::support::{
-    assert_exact_in, require_root,
+    assert_exact_in,
+    hidden::HiddenTransitions,
+    require_root,
     workload::{self, Expected, FullListener, SERVICE_PORT},
     Agent, NetNs,
 };
@@ -20,6 +22,10 @@ fn unanswered_syns_time_out_and_closed_connects_abort() {
     // One SYN retransmission: a connect times out after 1 + 2 seconds.
     ns.sysctl("net.ipv4.tcp_syn_retries", "1");
     let agent = Agent::start_with(&ns, &["--ports", "8080"]);
+    let hidden = HiddenTransitions::of(
+        "events/tcp/tcp_retransmit_skb",
+        "dport == 8080 && state == 2",
+    );
     let mut expected = Expected::default();
     expected
         // The listener and the one connection that fills its accept queue; closing the
@@ -53,9 +59,11 @@ fn unanswered_syns_time_out_and_closed_connects_abort() {
     let syns = agent.scrape();
     let sent_again = ns.tcp_counter("TcpExtTCPSynRetrans");
     assert!(sent_again >= TIMEOUTS, "{sent_again} SYNs sent again");
+    // Less what the sandbox kernels hide from BPF: a timer that fired on top of PID 1.
+    hidden.report();
     assert_eq!(
         syns.get("tcpmon_handshake_retransmits_total{side=\"client\",port=\"8080\"}"),
-        sent_again as f64,
+        (sent_again - hidden.count()) as f64,
         "SYNs sent again"
     );
     assert_eq!(

@@ -9,6 +9,7 @@ use std::{
 };
 
 use crate::support::{
+    hidden::HiddenTransitions,
     kernel_names_reset_reasons, require_root,
     workload::{self, FullListener, CLOSED_PORT},
     Agent, NetNs, Scrape, TCPMON,
@@ -45,6 +46,10 @@ fn trouble_before_any_client_is_kept_and_matches_the_counters() {
     ns.sysctl("net.ipv4.tcp_syn_retries", "1");
     let ports = format!("{CLOSED_PORT},{FULL_PORT}");
     let agent = Agent::start_with(&ns, &["--ports", &ports]);
+    let hidden = HiddenTransitions::of(
+        "events/tcp/tcp_retransmit_skb",
+        &format!("dport == {FULL_PORT} && state == 2"),
+    );
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let full = ns.run(|| {
         workload::refused_connects(ip, REFUSED);
@@ -93,7 +98,9 @@ fn trouble_before_any_client_is_kept_and_matches_the_counters() {
         k[0] == "received"
     });
     assert_eq!((of("reset_sent"), of("reset_received")), (sent, received));
-    let syns = ns.tcp_counter("TcpExtTCPSynRetrans");
+    // Less what the sandbox kernels hide from BPF: a timer that fired on top of PID 1.
+    hidden.report();
+    let syns = ns.tcp_counter("TcpExtTCPSynRetrans") - hidden.count();
     assert!(syns >= 1);
     assert_eq!(of("syn_retransmit"), syns);
     let retransmits = total(

@@ -21,13 +21,25 @@ const EVENT: &str = "events/sock/inet_sock_set_state";
 pub struct HiddenTransitions {
     /// The tracefs instance, on kernels that hide transitions; `None` elsewhere.
     instance: Option<PathBuf>,
+    /// The event observed, under `events/`.
+    event: &'static str,
 }
 
 impl HiddenTransitions {
     /// Starts counting, on a kernel that hides transitions from BPF; elsewhere it counts 0.
     pub fn observe() -> HiddenTransitions {
+        HiddenTransitions::of(EVENT, "protocol == 6")
+    }
+
+    /// Starts counting the trace events `event` (`events/tcp/tcp_retransmit_synack`) that match
+    /// `filter` (in the event's own fields), made under PID 1, on a kernel that hides such
+    /// runs; elsewhere it counts 0. What the other BPF programs (retransmissions, resets) miss.
+    pub fn of(event: &'static str, filter: &str) -> HiddenTransitions {
         if !kernel_hides_transitions() {
-            return HiddenTransitions { instance: None };
+            return HiddenTransitions {
+                instance: None,
+                event,
+            };
         }
         mount_tracefs();
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -40,6 +52,7 @@ impl HiddenTransitions {
         fs::create_dir(&instance).expect("create a tracefs instance");
         let observer = HiddenTransitions {
             instance: Some(instance.clone()),
+            event,
         };
         // Only transitions made under PID 1 are recorded: a handful, so a small buffer will do.
         write(&instance.join("buffer_size_kb"), "256");
@@ -48,9 +61,9 @@ impl HiddenTransitions {
             .filter_map(|t| t.ok()?.file_name().into_string().ok())
             .map(|tid| format!("common_pid == {tid}"))
             .collect();
-        let filter = format!("protocol == 6 && ({})", threads.join(" || "));
-        write(&instance.join(EVENT).join("filter"), &filter);
-        write(&instance.join(EVENT).join("enable"), "1");
+        let filter = format!("{filter} && ({})", threads.join(" || "));
+        write(&instance.join(event).join("filter"), &filter);
+        write(&instance.join(event).join("enable"), "1");
         observer
     }
 
@@ -65,8 +78,9 @@ impl HiddenTransitions {
         let events = self.events();
         if !events.is_empty() {
             eprintln!(
-                "{} transitions made under PID 1, hidden from BPF:",
-                events.len()
+                "{} {} events made under PID 1, hidden from BPF:",
+                events.len(),
+                self.event
             );
             for line in events {
                 eprintln!("  {line}");
@@ -83,8 +97,9 @@ impl HiddenTransitions {
         let lines = trace.lines().filter(|l| !l.starts_with('#'));
         let overrun = lines.clone().any(|l| l.contains("LOST"));
         assert!(!overrun, "the observer's buffer overflowed:\n{trace}");
+        let name = format!("{}:", self.event.rsplit('/').next().unwrap_or(self.event));
         lines
-            .filter(|l| l.contains("inet_sock_set_state:"))
+            .filter(|l| l.contains(&name))
             .map(|l| l.trim().to_string())
             .collect()
     }
@@ -93,7 +108,7 @@ impl HiddenTransitions {
 impl Drop for HiddenTransitions {
     fn drop(&mut self) {
         if let Some(instance) = &self.instance {
-            let _ = fs::write(instance.join(EVENT).join("enable"), "0");
+            let _ = fs::write(instance.join(self.event).join("enable"), "0");
             if let Err(e) = fs::remove_dir(instance) {
                 eprintln!("removing {}: {e}", instance.display());
             }

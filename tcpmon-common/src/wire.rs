@@ -32,6 +32,8 @@ pub struct TailEvent {
     pub skaddr: u64,
     /// Time spent in `oldstate`, or [`DWELL_UNKNOWN`].
     pub dwell_ns: u64,
+    /// The socket's cgroup v2 id (its directory's inode number), 0 if unknown.
+    pub cgroup_id: u64,
     /// Local and remote addresses: IPv4 in the first 4 bytes, or IPv6.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -52,7 +54,7 @@ pub struct TailEvent {
     pub kind: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<TailEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<TailEvent>() == 104);
 
 /// [`TailEvent::kind`] of a state transition.
 pub const TAIL_TRANSITION: u8 = 0;
@@ -97,6 +99,8 @@ pub struct SocketRecord {
     pub entered_ns: u64,
     /// The socket's inode (`ss -e`'s `ino`, `socket:[INODE]` in `/proc/PID/fd`), 0 if none.
     pub inode: u64,
+    /// The socket's cgroup v2 id (its directory's inode number), 0 if unknown.
+    pub cgroup_id: u64,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     /// The process the tail saw act on the socket, as in [`SocketEntry`]; 0 if none.
@@ -110,7 +114,7 @@ pub struct SocketRecord {
     pub state: u8,
     pub _pad: [u8; 7],
 }
-const _: () = assert!(core::mem::size_of::<SocketRecord>() == 96);
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 104);
 
 /// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
 pub const DWELL_UNKNOWN: u64 = u64::MAX;

@@ -73,3 +73,11 @@ pub static SK_SOCKET_OFFSET: u32 = 0;
 pub static SOCKET_INODE_OFFSET: u32 = 0;
 #[no_mangle]
 pub static INODE_INO_OFFSET: u32 = 0;
+/// Offsets for the socket's cgroup: `struct sock.sk_cgrp_data` (0 when the kernel has none),
+/// `struct cgroup.kn`, `struct kernfs_node.id`.
+#[no_mangle]
+pub static SK_CGRP_OFFSET: u32 = 0;
+#[no_mangle]
+pub static CGROUP_KN_OFFSET: u32 = 0;
+#[no_mangle]
+pub static KN_ID_OFFSET: u32 = 0;

@@ -4,7 +4,8 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use tcpmon_common::AF_INET;
 
 use crate::config::{
-    global, SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET,
+    global, CGROUP_KN_OFFSET, KN_ID_OFFSET, SK_CGRP_OFFSET, SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET,
+    SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET,
 };
 
 /// Reads the member of a kernel struct at `*offset` bytes into `base`, a pointer the verifier
@@ -83,3 +84,31 @@ fn in6_words(sk: *const u8, offset: &'static u32) -> [u32; 4] {
         sock_field_at(sk, offset, 12),
     ]
 }
+
+/// The id of the socket's cgroup v2 (its kernfs node's id: the inode number of the cgroup's
+/// directory), 0 if unknown. Set when the socket was created, by the process that created it,
+/// and copied from the listener to its children: the owner of the socket, not the task that
+/// happens to be current (most transitions run in softirq).
+#[inline(always)]
+pub fn socket_cgroup_id(sk: *const u8) -> u64 {
+    let offset = global(&SK_CGRP_OFFSET);
+    if offset == 0 {
+        return 0;
+    }
+    // `sk_cgrp_data.cgroup` (5.15+), or before it the union's `val`: a pointer, or with bit 0
+    // set net_prio / net_cls data, and then the socket is in the root cgroup.
+    let data = read_kernel::<u64>(sk as u64, offset).unwrap_or(0);
+    if data & 1 != 0 {
+        return ROOT_CGROUP_ID;
+    }
+    if data == 0 {
+        return 0;
+    }
+    let Ok(kn) = read_kernel::<u64>(data, global(&CGROUP_KN_OFFSET)) else {
+        return 0;
+    };
+    read_kernel::<u64>(kn, global(&KN_ID_OFFSET)).unwrap_or(0)
+}
+
+/// The id of cgroup v2's root.
+const ROOT_CGROUP_ID: u64 = 1;

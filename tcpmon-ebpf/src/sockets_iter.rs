@@ -12,7 +12,7 @@ use crate::{
         global, INODE_INO_OFFSET, SK_DPORT_OFFSET, SK_FAMILY_OFFSET, SK_NUM_OFFSET,
         SK_SOCKET_OFFSET, SK_STATE_OFFSET, SOCKET_INODE_OFFSET,
     },
-    kernel::{read_kernel, sock_field, write_addresses},
+    kernel::{read_kernel, sock_field, socket_cgroup_id, write_addresses},
     maps::SOCKETS,
 };
 
@@ -41,6 +41,7 @@ pub extern "C" fn tcpmon_sockets(ctx: *mut c_void) -> i32 {
         skaddr: sk as u64,
         entered_ns: 0,
         inode: 0,
+        cgroup_id: socket_cgroup_id(sk),
         saddr: [0; 16],
         daddr: [0; 16],
         pid: 0,
@@ -51,7 +52,7 @@ pub extern "C" fn tcpmon_sockets(ctx: *mut c_void) -> i32 {
         state,
         _pad: [0; 7],
     };
-    // SAFETY: the address arrays of a live, 8-byte aligned record (at offsets 24 and 40).
+    // SAFETY: the address arrays of a live, 8-byte aligned record (at offsets 32 and 48).
     unsafe {
         write_addresses(
             sk,

@@ -22,6 +22,7 @@ use crate::{
     startup::{self, netns_inode, raise_open_files_limit, runtime, shutdown_signal},
     tail::agent::{hub::Hub, recent::Recent, server as tail_server},
     web::{routes, server as http, web_config::WebConfig},
+    workload::cgroups::Workloads,
 };
 
 pub fn run(options: AgentOptions) -> anyhow::Result<()> {
@@ -51,7 +52,12 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let iterator = probe
         .take_socket_iterator()
         .ok_or_else(|| Error::Load("the socket iterator was taken twice".into()))?;
-    let lister = Arc::new(SocketLister::new(iterator, options.netns.clone()));
+    let workloads = Arc::new(Workloads::new(&options.kubelet_pods));
+    let lister = Arc::new(SocketLister::new(
+        iterator,
+        options.netns.clone(),
+        Arc::clone(&workloads),
+    ));
     let trouble_ring = probe.take_trouble_ring()?;
     let reset_reasons = probe.reset_reasons().clone();
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
@@ -95,6 +101,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
             hub,
             lister,
             recent,
+            workloads,
         };
         let tail = tokio::spawn(tail_server::serve(tail_listener, services));
         let listener = tokio::net::TcpListener::from_std(listener)

@@ -90,11 +90,16 @@ pub struct AgentOptions {
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_tracked_sockets: u32,
 
-    /// How many of the latest failed handshakes, resets and handshake retransmissions the agent
+    /// How many of the latest failed handshakes, resets, handshake retransmissions and listen drops the agent
     /// keeps for `tcpmon tail --recent` (64 bytes each; 0 keeps none).
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub recent_events: u32,
+
+    /// The kubelet's pod log directory (one `NAMESPACE_POD_UID` directory per pod), where the
+    /// agent finds the names of the pods that own sockets; absent on hosts without Kubernetes.
+    #[arg(long, value_name = "DIR", default_value = crate::workload::cgroups::KUBELET_PODS)]
+    pub kubelet_pods: std::path::PathBuf,
 
     /// Unix socket (mode 0600) where `tcpmon tail` connects.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]

@@ -15,6 +15,7 @@ pub mod startup;
 pub mod state;
 pub mod tail;
 pub mod web;
+pub mod workload;
 
 /// Runs the command the user asked for.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {

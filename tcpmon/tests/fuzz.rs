@@ -17,8 +17,8 @@ use tcpmon::{
 use tcpmon_common::{DwellHistogram, TailEvent, AF_INET, AF_INET6, DWELL_BUCKETS};
 
 /// A kernel tail event made of arbitrary bytes, with a plausible family half the time.
-fn kernel_event(bytes: &[u8; 96], state_bias: u8) -> TailEvent {
-    // SAFETY: TailEvent is a #[repr(C)] struct of integers and byte arrays, 96 bytes: every bit
+fn kernel_event(bytes: &[u8; 104], state_bias: u8) -> TailEvent {
+    // SAFETY: TailEvent is a #[repr(C)] struct of integers and byte arrays, 104 bytes: every bit
     // pattern is a valid value.
     let mut e: TailEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     if state_bias.is_multiple_of(2) {
@@ -80,7 +80,7 @@ proptest! {
         last in proptest::array::uniform32(any::<u8>()),
         bias in any::<u8>(),
     ) {
-        let mut all = [0u8; 96];
+        let mut all = [0u8; 104];
         all[..32].copy_from_slice(&bytes);
         all[32..64].copy_from_slice(&more);
         all[64..].copy_from_slice(&last);
@@ -102,20 +102,20 @@ proptest! {
         offset in any::<i64>(),
         port in any::<u16>(),
     ) {
-        let mut all = [0u8; 96];
+        let mut all = [0u8; 104];
         all[..32].copy_from_slice(&bytes);
         all[32..64].copy_from_slice(&more);
         all[64..].copy_from_slice(&last);
         let record = kernel_event(&all, bias);
         let offset = i128::from(offset);
         let mut wire = Vec::new();
-        let written = tcpmon::tail::agent::wire::write_line(&record, offset, &mut wire);
+        let written = tcpmon::tail::agent::wire::write_line(&record, offset, None, &mut wire);
         let decoded = Event::from_kernel(&record, offset);
         prop_assert_eq!(written, decoded.is_some());
         let filter = Filter { ports: vec![port, record.sport], ..Default::default() };
         if let Some(event) = decoded {
             // A transition, or a SYN retransmission by the record's kind.
-            let message = message_of(&record, offset).expect("decodes as the event did");
+            let message = message_of(&record, offset, None).expect("decodes as the event did");
             let line = serde_json::to_string(&message).expect("encodes") + "\n";
             prop_assert_eq!(String::from_utf8(wire).expect("UTF-8"), line);
             prop_assert!(filter.matches_record(&record));
@@ -146,7 +146,7 @@ proptest! {
             let mut printer = Printer::new(format, None);
             let mut out = Vec::new();
             for (bytes, bias, socket) in &events {
-                let mut all = [0u8; 96];
+                let mut all = [0u8; 104];
                 all[..32].copy_from_slice(bytes);
                 // Few distinct sockets, so the timeline sees connections evolve.
                 all[8] = *socket;

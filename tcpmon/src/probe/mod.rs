@@ -102,6 +102,17 @@ impl Probe {
             .override_global("SK_SOCKET_OFFSET", &o.sk_socket, true)
             .override_global("SOCKET_INODE_OFFSET", &o.socket_inode, true)
             .override_global("INODE_INO_OFFSET", &o.inode_ino, true)
+            .override_global(
+                "SK_CGRP_OFFSET",
+                &o.cgroup.map_or(0, |c| c.sk_cgrp_data),
+                true,
+            )
+            .override_global(
+                "CGROUP_KN_OFFSET",
+                &o.cgroup.map_or(0, |c| c.cgroup_kn),
+                true,
+            )
+            .override_global("KN_ID_OFFSET", &o.cgroup.map_or(0, |c| c.kn_id), true)
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;

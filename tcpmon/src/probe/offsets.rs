@@ -57,6 +57,9 @@ pub struct KernelOffsets {
     pub socket_inode: u32,
     /// `struct inode.i_ino`
     pub inode_ino: u32,
+    /// Where a socket's cgroup is; `None` on kernels built without socket cgroup data
+    /// (`CONFIG_SOCK_CGROUP_DATA`), where no socket has a workload.
+    pub cgroup: Option<CgroupOffsets>,
     /// The names of the kernel's reset reasons (`enum sk_rst_reason`, Linux 6.10+, which is also
     /// when `tcp_send_reset` began to carry one), by value; `None` before.
     pub reset_reasons: Option<Vec<(u32, String)>>,
@@ -120,7 +123,28 @@ impl KernelOffsets {
                 .member_offset("socket_alloc", &["vfs_inode"])
                 .map_err(layout)?,
             inode_ino: btf.member_offset("inode", &["i_ino"]).map_err(layout)?,
+            cgroup: CgroupOffsets::from_btf(&btf),
             reset_reasons: btf.enum_values("sk_rst_reason"),
+        })
+    }
+}
+
+/// `struct sock.sk_cgrp_data` (its first word: the `struct cgroup *`, or before 5.15 a union
+/// whose bit 0 says it holds net_prio / net_cls data instead), `struct cgroup.kn` and
+/// `struct kernfs_node.id` (a u64 since 5.5: the cgroup directory's inode number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    pub sk_cgrp_data: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+}
+
+impl CgroupOffsets {
+    fn from_btf(btf: &Btf) -> Option<CgroupOffsets> {
+        Some(CgroupOffsets {
+            sk_cgrp_data: btf.member_offset("sock", &["sk_cgrp_data"]).ok()?,
+            cgroup_kn: btf.member_offset("cgroup", &["kn"]).ok()?,
+            kn_id: btf.member_offset("kernfs_node", &["id"]).ok()?,
         })
     }
 }

@@ -5,6 +5,7 @@ use std::{
     fs, io,
     os::unix::fs::MetadataExt,
     path::PathBuf,
+    sync::Arc,
 };
 
 use tcpmon_common::SocketRecord;
@@ -15,6 +16,7 @@ use crate::{
     probe::socket_iter::SocketIterator,
     state::TcpState,
     tail::event::{address, comm_name, family_label, monotonic_ns},
+    workload::cgroups::Workloads,
 };
 
 /// Lists sockets on request; shared by the tail socket's clients.
@@ -23,11 +25,20 @@ pub struct SocketLister {
     iterator: SocketIterator,
     /// The one namespace in scope (`--netns`), or `None` for all of them.
     netns: Option<PathBuf>,
+    workloads: Arc<Workloads>,
 }
 
 impl SocketLister {
-    pub fn new(iterator: SocketIterator, netns: Option<PathBuf>) -> SocketLister {
-        SocketLister { iterator, netns }
+    pub fn new(
+        iterator: SocketIterator,
+        netns: Option<PathBuf>,
+        workloads: Arc<Workloads>,
+    ) -> SocketLister {
+        SocketLister {
+            iterator,
+            netns,
+            workloads,
+        }
     }
 
     /// Every full TCP socket in scope (blocking: it walks namespaces and /proc).
@@ -42,13 +53,18 @@ impl SocketLister {
             Ok((namespace.ino(), self.iterator.read()?))
         })?;
         let now = monotonic_ns();
-        let mut lines: Vec<SocketLine> = per_namespace
+        let (mut lines, cgroups): (Vec<SocketLine>, Vec<u64>) = per_namespace
             .iter()
-            .flat_map(|(inode, records)| records.iter().filter_map(move |r| line(*inode, r, now)))
-            .collect();
+            .flat_map(|(inode, records)| {
+                records
+                    .iter()
+                    .filter_map(move |r| Some((line(*inode, r, now)?, r.cgroup_id)))
+            })
+            .unzip();
         let wanted: HashSet<u64> = lines.iter().filter_map(|l| l.inode).collect();
         let owners = owners(&wanted);
-        for line in &mut lines {
+        for (line, cgroup) in lines.iter_mut().zip(cgroups) {
+            line.workload = self.workloads.name(cgroup).map(|w| w.to_string());
             if let Some((pid, comm)) = line.inode.and_then(|i| owners.get(&i)) {
                 line.pid = Some(*pid);
                 line.comm = Some(comm.clone());
@@ -74,6 +90,7 @@ fn line(netns: u64, r: &SocketRecord, now_ns: u64) -> Option<SocketLine> {
         // What the program saw (only while a tail ran), until /proc says better.
         pid: (r.pid != 0).then_some(r.pid),
         comm: (r.pid != 0).then(|| comm_name(&r.comm).into_owned()),
+        workload: None,
     })
 }
 

@@ -43,4 +43,8 @@ pub struct SocketLine {
     /// A process holding the socket (the lowest pid if several share it).
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The workload that owns the socket (as in tail events); null where the kernel gives no
+    /// cgroup.
+    #[serde(default)]
+    pub workload: Option<String>,
 }

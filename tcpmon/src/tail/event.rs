@@ -60,11 +60,20 @@ pub struct Event {
     pub ms: Option<f64>,
     /// The socket's error (errno) when it reached CLOSE: 111 refused, 110 timed out, 104 reset.
     pub error: i32,
+    /// The workload that owns the socket (its cgroup's name: `nginx.service`, `NAMESPACE/POD`,
+    /// `container/ID12`, `host`); null where the kernel gives no cgroup.
+    #[serde(default)]
+    pub workload: Option<String>,
 }
 
 /// A kernel record as the message it is: a transition, or a SYN retransmission.
-pub fn message_of(e: &TailEvent, realtime_offset_ns: i128) -> Option<Message> {
-    let event = Event::from_kernel(e, realtime_offset_ns)?;
+pub fn message_of(
+    e: &TailEvent,
+    realtime_offset_ns: i128,
+    workload: Option<&str>,
+) -> Option<Message> {
+    let mut event = Event::from_kernel(e, realtime_offset_ns)?;
+    event.workload = workload.map(str::to_string);
     Some(if e.kind == tcpmon_common::TAIL_SYN_RETRANSMIT {
         Message::Retransmit(event)
     } else {
@@ -90,6 +99,7 @@ impl Event {
             new_state: TcpState::from_raw(e.newstate)?,
             ms: dwell_ms(e),
             error: e.sk_err,
+            workload: None,
         })
     }
 }
@@ -281,6 +291,7 @@ mod tests {
             ts_ns: 5_000,
             skaddr: 0xffff_8881_0000_1000,
             dwell_ns: 1_130_000,
+            cgroup_id: 0,
             saddr,
             daddr: saddr,
             comm,

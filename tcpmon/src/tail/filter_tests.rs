@@ -17,6 +17,7 @@ fn event(local: &str, lport: u16, remote: &str, rport: u16) -> Event {
         new_state: TcpState::Established,
         ms: None,
         error: 0,
+        workload: None,
     }
 }
 
@@ -139,6 +140,7 @@ fn records_match_as_their_decoded_events_do() {
         ts_ns: 1,
         skaddr: 2,
         dwell_ns: 3,
+        cgroup_id: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",

@@ -33,3 +33,4 @@ mod storm;
 mod tail;
 mod tail_capacity;
 mod web;
+mod workloads;

@@ -9,7 +9,8 @@ use std::{
 };
 
 use crate::support::{
-    hidden::HiddenTransitions, require_root, run, scrape_until, workload, Agent, NetNs, TCPMON,
+    hidden::HiddenTransitions, lines_of, require_root, run, scrape_until, workload, Agent, NetNs,
+    TCPMON,
 };
 
 const PORT: u16 = 7071;
@@ -191,18 +192,4 @@ fn a_timeline_shows_each_syn_sent_again_and_when() {
     assert!(line.contains(&expected), "{expected} in {line}");
     assert!(line.ends_with("[handshake timed out]"), "{line}");
     ns.run(|| full.close());
-}
-
-/// The lines `out` gives, as they come, on a channel.
-fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if send.send(line.trim().to_string()).is_err() {
-                break;
-            }
-        }
-    });
-    receive
 }

@@ -26,6 +26,7 @@ use crate::tail::{
 use crate::{
     error::Error,
     sockets::{self, lister::SocketLister},
+    workload::cgroups::Workloads,
 };
 
 pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
@@ -97,6 +98,8 @@ pub struct Services {
     pub hub: Arc<Hub>,
     pub lister: Arc<SocketLister>,
     pub recent: Arc<Recent>,
+    /// Names of the sockets' cgroups.
+    pub workloads: Arc<Workloads>,
 }
 
 async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
@@ -104,6 +107,7 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
         hub,
         lister,
         recent,
+        workloads,
     } = services;
     let (read, write) = stream.into_split();
     let mut write = BufWriter::new(write);
@@ -153,7 +157,8 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
                 // one chunk, not a formatted batch.
                 let offset = subscription.realtime_offset_ns();
                 for record in batch.iter() {
-                    wire::write_line(record, offset, &mut lines);
+                    let workload = workloads.name(record.cgroup_id);
+                    wire::write_line(record, offset, workload.as_deref(), &mut lines);
                     if lines.len() >= WRITE_CHUNK {
                         write.write_all(&lines).await?;
                         lines.clear();

@@ -15,7 +15,12 @@ use crate::tail::event::{address, comm, dwell_ms, family_label, owner_pid, Rfc33
 
 /// Appends the record's NDJSON line, newline included, to `out`. Writes nothing and returns
 /// false for a record whose states are not TCP states (as `Event::from_kernel` refuses it).
-pub fn write_line(e: &TailEvent, realtime_offset_ns: i128, out: &mut Vec<u8>) -> bool {
+pub fn write_line(
+    e: &TailEvent,
+    realtime_offset_ns: i128,
+    workload: Option<&str>,
+    out: &mut Vec<u8>,
+) -> bool {
     let (Some(old_state), Some(new_state)) = (
         TcpState::from_raw(e.oldstate),
         TcpState::from_raw(e.newstate),
@@ -69,6 +74,11 @@ pub fn write_line(e: &TailEvent, realtime_offset_ns: i128, out: &mut Vec<u8>) ->
         out.push(b'-');
     }
     decimal(out, u64::from(e.sk_err.unsigned_abs()));
+    out.extend_from_slice(b",\"workload\":");
+    match workload {
+        Some(name) => string(out, name),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b"}\n");
     true
 }
@@ -174,6 +184,7 @@ mod tests {
             ts_ns: 123_456_789_012,
             skaddr: 0xffff_8881_0000_1000,
             dwell_ns: 1_130_001,
+            cgroup_id: 0,
             saddr,
             daddr,
             comm,
@@ -191,12 +202,12 @@ mod tests {
 
     /// What the agent wrote before: the decoded event, serialized.
     fn decoded_line(e: &TailEvent, offset: i128) -> Option<String> {
-        message_of(e, offset).map(|message| json_line(&message) + "\n")
+        message_of(e, offset, None).map(|message| json_line(&message) + "\n")
     }
 
     fn wire_line(e: &TailEvent, offset: i128) -> Option<String> {
         let mut out = Vec::new();
-        write_line(e, offset, &mut out).then(|| String::from_utf8(out).expect("UTF-8"))
+        write_line(e, offset, None, &mut out).then(|| String::from_utf8(out).expect("UTF-8"))
     }
 
     #[test]
@@ -272,7 +283,7 @@ mod tests {
             ..record()
         };
         let mut out = b"kept\n".to_vec();
-        assert!(!write_line(&bad, 0, &mut out));
+        assert!(!write_line(&bad, 0, None, &mut out));
         assert_eq!(out, b"kept\n");
         assert_eq!(decoded_line(&bad, 0), None);
     }

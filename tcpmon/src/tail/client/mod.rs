@@ -25,6 +25,7 @@ use crate::{
         event::{json_line, message_of, Message},
         filter::Filter,
     },
+    workload::cgroups::{Workloads, KUBELET_PODS},
 };
 
 pub fn run(options: TailOptions) -> anyhow::Result<()> {
@@ -131,6 +132,7 @@ fn standalone(
     let (ring, switch) = probe.take_tail_maps()?;
     startup::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch);
+        let workloads = Workloads::new(Path::new(KUBELET_PODS));
         let mut subscription = hub.subscribe(filter);
         // The header says the probe is attached and listening.
         printer.start(out)?;
@@ -146,7 +148,10 @@ fn standalone(
                     }
                     let offset = subscription.realtime_offset_ns();
                     for record in batch.iter() {
-                        let Some(message) = message_of(record, offset) else { continue };
+                        let workload = workloads.name(record.cgroup_id);
+                        let Some(message) = message_of(record, offset, workload.as_deref()) else {
+                            continue;
+                        };
                         if !printer.print(message, out)? {
                             return Ok(());
                         }

@@ -68,6 +68,7 @@ mod tests {
             new_state: TcpState::Established,
             ms: Some(0.0526),
             error: 0,
+            workload: Some("curl.service".into()),
         }
     }
 
@@ -103,7 +104,7 @@ mod tests {
     fn json_lines_are_the_documented_objects() {
         assert_eq!(
             json_line(&Message::Event(sample())),
-            r#"{"type":"event","time":"2026-11-24T05:23:43.123456Z","mono_ns":1000,"connection":"ffff888100001000","pid":4242,"comm":"curl","family":"inet","local":"127.0.0.1","local_port":41234,"remote":"127.0.0.1","remote_port":8080,"old_state":"SYN_SENT","new_state":"ESTABLISHED","ms":0.0526,"error":0}"#
+            r#"{"type":"event","time":"2026-11-24T05:23:43.123456Z","mono_ns":1000,"connection":"ffff888100001000","pid":4242,"comm":"curl","family":"inet","local":"127.0.0.1","local_port":41234,"remote":"127.0.0.1","remote_port":8080,"old_state":"SYN_SENT","new_state":"ESTABLISHED","ms":0.0526,"error":0,"workload":"curl.service"}"#
         );
         assert_eq!(
             json_line(&Message::Lost { count: 12 }),

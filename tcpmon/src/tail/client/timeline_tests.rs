@@ -20,6 +20,7 @@ fn connection(steps: &[(TcpState, TcpState, u64, i32)]) -> Vec<Event> {
             new_state: new,
             ms: None,
             error,
+            workload: None,
         })
         .collect()
 }

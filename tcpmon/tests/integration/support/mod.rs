@@ -811,3 +811,17 @@ pub fn scrape_until(agent: &Agent, done: impl Fn(&Scrape) -> bool) -> Scrape {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The lines `out` gives, as they come, on a channel.
+pub fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if send.send(line.trim().to_string()).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}

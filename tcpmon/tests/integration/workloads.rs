@@ -1,0 +1,228 @@
+//! Whose connections: every tail event and listed socket carries the workload that owns the
+//! socket, from the socket's own cgroup, in a cgroup v2 hierarchy the test creates (a server
+//! in `web.service`, a client in `client.service`, another in a kubelet-shaped pod cgroup
+//! whose name comes from a `/var/log/pods`-shaped directory the test creates).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::Receiver,
+    time::{Duration, Instant},
+};
+
+use crate::support::{
+    hidden::HiddenTransitions, lines_of, require_root, run, scrape_until, Agent, NetNs, TCPMON,
+};
+
+const PORT: u16 = 7090;
+/// Connections each client makes.
+const EACH: u64 = 3;
+const POD_UID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+
+/// The test's cgroups, removed (after their processes have gone) when dropped.
+struct Cgroups {
+    slice: PathBuf,
+    pods: PathBuf,
+}
+
+impl Cgroups {
+    fn create() -> Cgroups {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = tcpmon::workload::cgroups::cgroup2_mount(&mountinfo).expect("cgroup2 mount");
+        let slice = mount.join(format!("tcpmon-test-{}.slice", std::process::id()));
+        let pod = format!("kubepods-besteffort-pod{}.slice", POD_UID.replace('-', "_"));
+        for unit in ["web.service", "client.service", &pod] {
+            fs::create_dir_all(slice.join(unit)).expect("create a cgroup");
+        }
+        let pods = std::env::temp_dir().join(format!("tcpmon-test-pods-{}", std::process::id()));
+        fs::create_dir_all(pods.join(format!("shop_checkout-5d8f_{POD_UID}"))).expect("mkdir");
+        Cgroups { slice, pods }
+    }
+
+    fn pod(&self) -> PathBuf {
+        self.slice.join(format!(
+            "kubepods-besteffort-pod{}.slice",
+            POD_UID.replace('-', "_")
+        ))
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.pods);
+        for dir in [
+            self.slice.join("web.service"),
+            self.slice.join("client.service"),
+            self.pod(),
+            self.slice.clone(),
+        ] {
+            // A cgroup goes once its processes have; they exit within moments of the test.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Runs `script` with python3 in `ns`, as a process of cgroup `cgroup` (joined before
+/// `ip netns exec`, which remounts /sys).
+fn python_in(cgroup: &Path, ns: &NetNs, script: &str) -> Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
+            cgroup.display(),
+            ns.name
+        ))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn python3")
+}
+
+#[test]
+fn every_event_and_socket_names_the_workload_that_owns_it() {
+    require_root();
+    let cgroups = Cgroups::create();
+    let ns = NetNs::new();
+    let pods = cgroups.pods.display().to_string();
+    let agent = Agent::start_with(
+        &ns,
+        &["--ports", &PORT.to_string(), "--kubelet-pods", &pods],
+    );
+    let hidden = HiddenTransitions::observe();
+    let mut tail = Command::new(TCPMON)
+        .args([
+            "tail",
+            "--socket",
+            &agent.tail_socket,
+            "--port",
+            &PORT.to_string(),
+        ])
+        .args(["-o", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpmon tail");
+    let lines = lines_of(tail.stdout.take().expect("piped"));
+    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
+
+    // The server accepts every connection and closes it first; the clients wait in
+    // CLOSE_WAIT until told to go on, so that `tcpmon sockets` sees them.
+    let mut server = python_in(
+        &cgroups.slice.join("web.service"),
+        &ns,
+        &format!(
+            "import socket\n\
+             l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             l.bind(('127.0.0.1', {PORT})); l.listen(16); print('ready', flush=True)\n\
+             for _ in range({}): c, _ = l.accept(); c.close()\n\
+             l.close()",
+            2 * EACH
+        ),
+    );
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().expect("piped")),
+        &mut ready,
+    )
+    .expect("the server says it listens");
+    let client = |cgroup: PathBuf| {
+        python_in(
+            &cgroup,
+            &ns,
+            &format!(
+                "import socket, sys, time\n\
+                 s = [socket.create_connection(('127.0.0.1', {PORT})) for _ in range({EACH})]\n\
+                 [c.recv(1) for c in s]; print('closing', flush=True); sys.stdin.readline()\n\
+                 [c.close() for c in s]"
+            ),
+        )
+    };
+    let mut clients = [
+        client(cgroups.slice.join("client.service")),
+        client(cgroups.pod()),
+    ];
+    // Both clients hold their sockets in CLOSE_WAIT now.
+    for c in &mut clients {
+        let mut said = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.as_mut().expect("piped")),
+            &mut said,
+        )
+        .expect("the client is in CLOSE_WAIT");
+    }
+    let listed = run(
+        TCPMON,
+        &[
+            "sockets",
+            "--socket",
+            &agent.tail_socket,
+            "--state",
+            "CLOSE_WAIT",
+            "-o",
+            "json",
+        ],
+    );
+    let mut listed_by: BTreeMap<String, u64> = BTreeMap::new();
+    for line in listed.lines() {
+        let socket: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let workload = socket["workload"].as_str().expect("a workload").to_string();
+        *listed_by.entry(workload).or_default() += 1;
+    }
+    assert_eq!(
+        listed_by,
+        BTreeMap::from([
+            ("client.service".to_string(), EACH),
+            ("shop/checkout-5d8f".to_string(), EACH)
+        ])
+    );
+    for mut c in clients {
+        drop(c.stdin.take());
+        assert!(c.wait().expect("the client exits").success());
+    }
+    assert!(server.wait().expect("the server exits").success());
+
+    // Per connection 5 transitions on each side (client: to SYN_SENT, ESTABLISHED,
+    // CLOSE_WAIT, LAST_ACK, CLOSE; server's child: to SYN_RECV, ESTABLISHED, FIN_WAIT1,
+    // FIN_WAIT2, CLOSE), and the listener's 2; less what the kernel hid from BPF.
+    let expected = BTreeMap::from([
+        ("web.service".to_string(), 2 + 5 * 2 * EACH),
+        ("client.service".to_string(), 5 * EACH),
+        ("shop/checkout-5d8f".to_string(), 5 * EACH),
+    ]);
+    let total: u64 = expected.values().sum();
+    let by_workload = collect(&lines, total - hidden.count());
+    hidden.report();
+    let seen: u64 = by_workload.values().sum();
+    assert_eq!(seen, total - hidden.count(), "{by_workload:?}");
+    if hidden.count() == 0 {
+        assert_eq!(by_workload, expected);
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+}
+
+/// Tail events by workload until `want` have come, or 10 s have passed.
+fn collect(lines: &Receiver<String>, want: u64) -> BTreeMap<String, u64> {
+    let mut by_workload = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = 0;
+    while seen < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        if event["type"] != "event" {
+            continue;
+        }
+        let workload = event["workload"].as_str().unwrap_or("none").to_string();
+        *by_workload.entry(workload).or_default() += 1;
+        seen += 1;
+    }
+    by_workload
+}

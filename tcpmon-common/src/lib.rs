@@ -213,6 +213,40 @@ pub mod reset {
     }
 }
 
+/// Handshakes and teardowns per socket cgroup: the key of `maps::WORKLOADS`, updated with
+/// atomic adds; what it cannot take is counted per index in `maps::WORKLOAD_UNCOUNTED`, so
+/// the sum over cgroups plus those is every handshake and teardown.
+pub mod workload {
+    /// [`Key::what`] of a handshake (`index`: `handshake::index`).
+    pub const HANDSHAKE: u32 = 0;
+    /// [`Key::what`] of a teardown (`index`: `teardown::index`).
+    pub const TEARDOWN: u32 = 1;
+    /// (cgroup, handshake or teardown index) combinations `maps::WORKLOADS` holds.
+    pub const MAX_SERIES: u32 = 16_384;
+    /// Slots of `maps::WORKLOAD_UNCOUNTED`: the handshake indexes, then the teardown ones.
+    pub const UNCOUNTED_SLOTS: u32 = crate::handshake::SLOTS + crate::teardown::SLOTS;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct Key {
+        /// The socket's cgroup v2 id; 0 if the kernel gave none.
+        pub cgroup_id: u64,
+        /// [`HANDSHAKE`] or [`TEARDOWN`].
+        pub what: u32,
+        pub index: u32,
+    }
+
+    /// The slot of `maps::WORKLOAD_UNCOUNTED` for a key.
+    #[inline(always)]
+    pub fn uncounted_slot(what: u32, index: u32) -> u32 {
+        if what == HANDSHAKE {
+            index
+        } else {
+            crate::handshake::SLOTS + index
+        }
+    }
+}
+
 /// The program's maps: their names in the eBPF object, and the sizes both sides agree on.
 ///
 /// Every per-CPU array holds [`ROWS`] copies of its slots: row 0 is updated by a run on its
@@ -242,6 +276,10 @@ pub mod maps {
     pub const HANDSHAKE_RETRANSMITS: &str = "HANDSHAKE_RETRANSMITS";
     /// Hash from [`reset::Key`](crate::reset::Key) to a `u64` count, updated atomically.
     pub const RESETS: &str = "RESETS";
+    /// Hash from `workload::Key` to a count.
+    pub const WORKLOADS: &str = "WORKLOADS";
+    /// Per-CPU `u64` counters: handshakes and teardowns `WORKLOADS` had no room for.
+    pub const WORKLOAD_UNCOUNTED: &str = "WORKLOAD_UNCOUNTED";
     /// Per-CPU `u64` per (port slot, initiator, kind); see `teardown::index`.
     pub const TEARDOWNS: &str = "TEARDOWNS";
     /// Ring buffer of [`TailEvent`](crate::TailEvent)s, written only for transitions that

@@ -168,4 +168,6 @@ mod pod {
     unsafe impl aya::Pod for crate::SocketRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::TroubleEvent {}
+    // SAFETY: as above (16 bytes, no padding).
+    unsafe impl aya::Pod for crate::workload::Key {}
 }

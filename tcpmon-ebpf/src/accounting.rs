@@ -3,7 +3,7 @@
 //! or teardown the transition concludes.
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use tcpmon_common::{
-    counter, handshake, needs_sk_err, outcome, port, side, tcp_state, teardown, Outcome,
+    counter, handshake, needs_sk_err, outcome, port, side, tcp_state, teardown, workload, Outcome,
     SocketEntry, DWELL_UNKNOWN,
 };
 
@@ -12,7 +12,7 @@ use crate::{
     kernel::{read_kernel, sock_field},
     local_port,
     maps::{COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS, SOCKETS, TEARDOWNS},
-    tail, trouble, Transition,
+    tail, trouble, workloads, Transition,
 };
 
 /// What the accounting learnt that a tail event reports too.
@@ -91,6 +91,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
         Outcome::Handshake(result) => {
             if let Some(index) = handshake::index(port_slot, result) {
                 HANDSHAKES.increment(t.row, index);
+                workloads::count(t, workload::HANDSHAKE, index);
             }
             handshake_time(t, result, port_slot, dwell_ns);
             if result != handshake::CLIENT_ESTABLISHED && result != handshake::SERVER_ESTABLISHED {
@@ -106,6 +107,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
         Outcome::Teardown(initiator, kind) => {
             if let Some(index) = teardown::index(port_slot, initiator, kind) {
                 TEARDOWNS.increment(t.row, index);
+                workloads::count(t, workload::TEARDOWN, index);
             }
         }
         Outcome::Nothing => {}

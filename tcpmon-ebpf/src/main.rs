@@ -27,6 +27,7 @@ mod retransmits;
 mod sockets_iter;
 mod tail;
 mod trouble;
+mod workloads;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tcpmon_common::{tcp_state, transition_index, AF_INET, AF_INET6, DWELL_UNKNOWN, IPPROTO_TCP};

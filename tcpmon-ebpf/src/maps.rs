@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcpmon_common::{
-    counter, dwell_bucket, handshake, maps, port, reset, tcp_state, teardown, DwellHistogram,
-    SocketEntry, TailFilter, TRANSITION_SLOTS,
+    counter, dwell_bucket, handshake, maps, port, reset, tcp_state, teardown, workload,
+    DwellHistogram, SocketEntry, TailFilter, TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -58,6 +58,18 @@ pub static HANDSHAKE_RETRANSMITS: Counters =
 /// Resets sent and received, per series; updated with atomic adds (see `resets.rs`).
 #[map]
 pub static RESETS: HashMap<reset::Key, u64> = HashMap::with_max_entries(reset::MAX_SERIES, 0);
+
+/// Handshakes and teardowns per socket cgroup; updated with atomic adds (see `workloads.rs`).
+#[map]
+pub static WORKLOADS: HashMap<workload::Key, u64> =
+    HashMap::with_max_entries(workload::MAX_SERIES, 0);
+
+/// What `WORKLOADS` had no room for, per handshake and teardown index.
+#[map(name = "WORKLOAD_UNCOUNTED")]
+static WORKLOAD_UNCOUNTED_MAP: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(maps::ROWS * workload::UNCOUNTED_SLOTS, 0);
+pub static WORKLOAD_UNCOUNTED: Counters =
+    Counters::new(&WORKLOAD_UNCOUNTED_MAP, workload::UNCOUNTED_SLOTS);
 
 /// Teardowns per (port slot, initiator, kind).
 #[map(name = "TEARDOWNS")]
@@ -136,6 +148,31 @@ impl Counters {
             // SAFETY: as above.
             unsafe { *counter = (*counter).wrapping_sub(1) };
         }
+    }
+}
+
+/// Adds one to `key`'s count in `map`, a hash of counts shared by every CPU (atomic adds),
+/// inserting the key first if it is new; false if the map had no room for it.
+#[inline(always)]
+pub fn hash_add<K>(map: &HashMap<K, u64>, key: &K) -> bool {
+    if add_to(map, key) {
+        return true;
+    }
+    // The first of its key. Another CPU may be adding the same one: whichever insert loses
+    // finds the winner's entry.
+    let _ = map.insert(key, &0, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
+    add_to(map, key)
+}
+
+#[inline(always)]
+fn add_to<K>(map: &HashMap<K, u64>, key: &K) -> bool {
+    match map.get_ptr_mut(key) {
+        Some(value) => {
+            // SAFETY: a valid, aligned u64 in the map; other CPUs update it only atomically.
+            unsafe { crate::kernel::atomic_add(value, 1) };
+            true
+        }
+        None => false,
     }
 }
 

@@ -2,7 +2,7 @@
 //! `tcp:tcp_receive_reset`, as BTF-enabled tracepoint programs. Resets are rare next to state
 //! changes, and the series they make are few and unpredictable, so they are counted in a hash
 //! (`maps::RESETS`) with atomic adds rather than in per-CPU arrays of every combination.
-use aya_ebpf::{bindings::BPF_NOEXIST, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tcpmon_common::{counter, port, reset, trouble};
 
 use crate::{
@@ -11,9 +11,9 @@ use crate::{
         SKB_TRANSPORT_HEADER_OFFSET, SK_DPORT_OFFSET, SK_STATE_OFFSET,
     },
     counted_family,
-    kernel::{atomic_add, read_kernel, sock_field},
+    kernel::{read_kernel, sock_field},
     local_port_in,
-    maps::{COUNTERS, PORTS, RESETS},
+    maps::{hash_add, COUNTERS, PORTS, RESETS},
     trouble::{record, Trouble},
 };
 
@@ -131,25 +131,7 @@ fn service_slot(local: u16, remote: u16) -> u16 {
 
 #[inline(always)]
 fn count(key: &reset::Key) {
-    if increment(key) {
-        return;
-    }
-    // The first reset of its series. Another CPU may be adding the same one: whichever insert
-    // loses finds the winner's entry.
-    let _ = RESETS.insert(key, &0, u64::from(BPF_NOEXIST));
-    if !increment(key) {
+    if !hash_add(&RESETS, key) {
         COUNTERS.increment_atomic(counter::RESETS_UNCOUNTED);
-    }
-}
-
-#[inline(always)]
-fn increment(key: &reset::Key) -> bool {
-    match RESETS.get_ptr_mut(key) {
-        Some(value) => {
-            // SAFETY: a valid, aligned u64 in the map; other CPUs update it only atomically.
-            unsafe { atomic_add(value, 1) };
-            true
-        }
-        None => false,
     }
 }

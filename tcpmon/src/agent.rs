@@ -74,6 +74,8 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
             ports,
             Arc::clone(&listen_watch),
             Arc::clone(&hub),
+            Arc::clone(&workloads),
+            options.max_workloads as usize,
         )?;
         listen_watch.start();
         let registry = Registry::new();

@@ -96,6 +96,12 @@ pub struct AgentOptions {
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub recent_events: u32,
 
+    /// Workloads (systemd units, pods, containers) with a `workload` label value of their own
+    /// on the handshake and teardown counters, the busiest first; the others are "other".
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_workloads: u32,
+
     /// The kubelet's pod log directory (one `NAMESPACE_POD_UID` directory per pod), where the
     /// agent finds the names of the pods that own sockets; absent on hosts without Kubernetes.
     #[arg(long, value_name = "DIR", default_value = crate::workload::cgroups::KUBELET_PODS)]

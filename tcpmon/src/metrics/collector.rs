@@ -24,11 +24,13 @@ use super::{
     netns,
     ports::PortTable,
     sock_diag::{self, SocketCounts},
+    workloads::{WorkloadLabels, UNKNOWN},
 };
 use crate::{
     error::Error,
     probe::{prog_stats, Probe},
     tail::{agent::hub::Hub, event::monotonic_ns},
+    workload::cgroups::Workloads,
 };
 
 /// What a scrape changes: the probe's port map, the port table, the eviction and missed-run
@@ -41,6 +43,8 @@ struct State {
     missed: u64,
     /// How long the previous collection took.
     last_collect_seconds: f64,
+    /// Which workloads have a label value of their own.
+    workload_labels: WorkloadLabels,
 }
 
 pub struct ProbeCollector {
@@ -49,6 +53,8 @@ pub struct ProbeCollector {
     listen_watch: Arc<ListenWatch>,
     /// The tail's hub, for its drop count.
     hub: Arc<Hub>,
+    /// Names of the sockets' cgroups.
+    workloads: Arc<Workloads>,
     collecting: Mutex<()>,
     /// Collections that failed (`tcpmon_scrape_errors_total`).
     errors: AtomicU64,
@@ -62,6 +68,8 @@ impl ProbeCollector {
         ports: PortTable,
         listen_watch: Arc<ListenWatch>,
         hub: Arc<Hub>,
+        workloads: Arc<Workloads>,
+        max_workloads: usize,
     ) -> Result<ProbeCollector, Error> {
         for (port, slot) in ports.assignments() {
             probe.set_port_slot(port, slot)?;
@@ -86,9 +94,11 @@ impl ProbeCollector {
                 evicted: 0,
                 missed: 0,
                 last_collect_seconds: 0.0,
+                workload_labels: WorkloadLabels::new(max_workloads),
             }),
             listen_watch,
             hub,
+            workloads,
             collecting: Mutex::new(()),
             errors: AtomicU64::new(0),
             descs,
@@ -145,6 +155,16 @@ impl ProbeCollector {
         let snapshot = state.probe.snapshot()?;
         let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
         let resets = state.probe.resets()?;
+        // Read after the snapshot's uncounted ones: a handshake is in the hash or in those.
+        let counts = state.probe.workload_counts()?;
+        let by_workload =
+            state
+                .workload_labels
+                .split(&counts, &snapshot.workload_uncounted, |id| {
+                    self.workloads
+                        .name(id)
+                        .map_or_else(|| UNKNOWN.to_string(), |n| n.to_string())
+                });
         let now_ns = monotonic_ns();
         let estimate = inserts
             .saturating_sub(deletes)
@@ -156,6 +176,7 @@ impl ProbeCollector {
         state.missed = program.missed.unwrap_or(0);
         let families = families::build(&ScrapeInput {
             snapshot: &snapshot,
+            by_workload: &by_workload,
             ports: &state.ports,
             sockets: &sockets,
             listen: &listen,

@@ -48,9 +48,9 @@ pub const STATE_DURATION_UNMEASURED: FamilyDesc = FamilyDesc {
 
 pub const HANDSHAKES: FamilyDesc = FamilyDesc {
     name: "tcpmon_handshakes_total",
-    help: "Three-way handshakes by outcome: client established, refused (RST), timeout, unreachable (ICMP), aborted (closed by the application); server established, reset.",
+    help: "Three-way handshakes by outcome: client established, refused (RST), timeout, unreachable (ICMP), aborted (closed by the application); server established, reset. workload: the socket's owner (systemd unit, NAMESPACE/POD, container/ID, host; other beyond --max-workloads).",
     kind: MetricType::COUNTER,
-    labels: &["side", "result", "port"],
+    labels: &["side", "result", "port", "workload"],
 };
 
 pub const HANDSHAKE_DURATION: FamilyDesc = FamilyDesc {
@@ -111,9 +111,9 @@ pub const RESETS_UNCOUNTED: FamilyDesc = FamilyDesc {
 
 pub const TEARDOWNS: FamilyDesc = FamilyDesc {
     name: "tcpmon_teardowns_total",
-    help: "Connections ended, by who closed first (local, remote, simultaneous) and how (fin: the four-way teardown; reset: anything else).",
+    help: "Connections ended, by who closed first (local, remote, simultaneous) and how (fin: the four-way teardown; reset: anything else). workload: the socket's owner, as for tcpmon_handshakes_total.",
     kind: MetricType::COUNTER,
-    labels: &["initiator", "kind", "port"],
+    labels: &["initiator", "kind", "port", "workload"],
 };
 
 pub const SOCKETS: FamilyDesc = FamilyDesc {

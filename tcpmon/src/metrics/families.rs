@@ -12,6 +12,7 @@ use super::{
     resets::{self, ReasonNames},
     sock_diag::SocketCounts,
     socket_ages,
+    workloads::ByWorkload,
 };
 use crate::{
     probe::{prog_stats::ProgramStats, Snapshot},
@@ -66,6 +67,8 @@ impl ProgramRuns {
 /// What one scrape reads, besides the kernel maps.
 pub struct ScrapeInput<'a> {
     pub snapshot: &'a Snapshot,
+    /// Handshakes and teardowns by workload label value.
+    pub by_workload: &'a ByWorkload,
     pub ports: &'a PortTable,
     pub sockets: &'a SocketCounts,
     /// Listeners summed per port.
@@ -98,7 +101,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             counter(&[("reason", "untracked")], c(counter::UNTRACKED)),
             counter(&[("reason", "stale_entry")], c(counter::STALE_ENTRIES)),
         ]),
-        family::HANDSHAKES.with(handshakes(s, input.ports)),
+        family::HANDSHAKES.with(handshakes(input.by_workload, input.ports)),
         family::HANDSHAKE_DURATION.with(handshake_durations(s, input.ports)),
         family::HANDSHAKE_DURATION_UNMEASURED.with(vec![
             counter(&[("side", "client")], c(counter::CLIENT_HANDSHAKE_UNTIMED)),
@@ -114,7 +117,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             input.reset_reasons,
         )),
         family::RESETS_UNCOUNTED.with(vec![counter(&[], c(counter::RESETS_UNCOUNTED))]),
-        family::TEARDOWNS.with(teardowns(s, input.ports)),
+        family::TEARDOWNS.with(teardowns(input.by_workload, input.ports)),
         family::SOCKETS.with(sockets(input.sockets)),
         family::OLDEST_SOCKET_AGE.with(socket_ages::series(
             input.ports,
@@ -195,22 +198,22 @@ fn state_durations(s: &Snapshot) -> Vec<Metric> {
         .collect()
 }
 
-fn handshakes(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
-    let mut metrics = Vec::new();
-    for slot in ports.slots() {
-        for (result, (side, name)) in (0..).zip(HANDSHAKE_LABELS) {
-            let value = handshake::index(slot, result).map_or(0, |i| s.handshakes[i as usize]);
-            if value > 0 {
-                let labels = [
-                    ("side", side),
-                    ("result", name),
-                    ("port", ports.label(slot)),
-                ];
-                metrics.push(counter(&labels, value as f64));
-            }
-        }
-    }
-    metrics
+fn handshakes(w: &ByWorkload, ports: &PortTable) -> Vec<Metric> {
+    w.handshakes
+        .iter()
+        .filter(|(_, &value)| value > 0)
+        .filter_map(|((index, workload), &value)| {
+            let (slot, result) = (index / handshake::RESULTS, index % handshake::RESULTS);
+            let (side, name) = HANDSHAKE_LABELS.get(result as usize)?;
+            let labels = [
+                ("side", *side),
+                ("result", *name),
+                ("port", ports.label(slot)),
+                ("workload", workload.as_str()),
+            ];
+            Some(counter(&labels, value as f64))
+        })
+        .collect()
 }
 
 /// Per-port handshake histograms list every other bound (4^k µs) to keep the series count
@@ -249,25 +252,24 @@ fn handshake_retransmits(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
     metrics
 }
 
-fn teardowns(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
-    let mut metrics = Vec::new();
-    for slot in ports.slots() {
-        for (initiator, initiator_name) in (0..).zip(INITIATOR_LABELS) {
-            for (kind, kind_name) in (0..).zip(KIND_LABELS) {
-                let index = teardown::index(slot, initiator, kind);
-                let value = index.map_or(0, |i| s.teardowns[i as usize]);
-                if value > 0 {
-                    let pairs = [
-                        ("initiator", initiator_name),
-                        ("kind", kind_name),
-                        ("port", ports.label(slot)),
-                    ];
-                    metrics.push(counter(&pairs, value as f64));
-                }
-            }
-        }
-    }
-    metrics
+fn teardowns(w: &ByWorkload, ports: &PortTable) -> Vec<Metric> {
+    let per_slot = teardown::INITIATORS * teardown::KINDS;
+    w.teardowns
+        .iter()
+        .filter(|(_, &value)| value > 0)
+        .filter_map(|((index, workload), &value)| {
+            let (slot, rest) = (index / per_slot, index % per_slot);
+            let initiator = INITIATOR_LABELS.get((rest / teardown::KINDS) as usize)?;
+            let kind = KIND_LABELS.get((rest % teardown::KINDS) as usize)?;
+            let labels = [
+                ("initiator", *initiator),
+                ("kind", *kind),
+                ("port", ports.label(slot)),
+                ("workload", workload.as_str()),
+            ];
+            Some(counter(&labels, value as f64))
+        })
+        .collect()
 }
 
 /// Every state but NEW_SYN_RECV (request sockets), which counts as SYN_RECV, as `ss` shows it.

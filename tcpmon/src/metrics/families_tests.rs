@@ -2,6 +2,7 @@ use prometheus::Encoder;
 use tcpmon_common::{handshake, side, tcp_state, teardown, DWELL_BUCKETS, TRANSITION_SLOTS};
 
 use super::*;
+use crate::metrics::workloads::ByWorkload;
 use crate::probe::prog_stats::ProgramStats;
 
 /// Missed runs are the main program's skips less the cover's counts, plus the other programs'
@@ -51,12 +52,29 @@ fn empty_snapshot() -> Snapshot {
         handshake_duration: vec![histogram::empty(); handshake::SIDE_SLOTS as usize],
         teardowns: vec![0; teardown::SLOTS as usize],
         handshake_retransmits: vec![0; handshake::SIDE_SLOTS as usize],
+        workload_uncounted: vec![0; tcpmon_common::workload::UNCOUNTED_SLOTS as usize],
+    }
+}
+
+/// The snapshot's handshake and teardown counts, all of one workload, `host`.
+fn host_split(s: &Snapshot) -> ByWorkload {
+    let split = |counts: &[u64]| {
+        (0..)
+            .zip(counts)
+            .filter(|(_, &v)| v > 0)
+            .map(|(i, &v)| ((i, "host".to_string()), v))
+            .collect()
+    };
+    ByWorkload {
+        handshakes: split(&s.handshakes),
+        teardowns: split(&s.teardowns),
     }
 }
 
 fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> String {
     let families = build(&ScrapeInput {
         snapshot,
+        by_workload: &host_split(snapshot),
         ports,
         sockets,
         listen: &BTreeMap::new(),
@@ -96,13 +114,13 @@ fn per_port_series_carry_the_port_label() {
     h.sum_ns = 5 * 7_000;
     let text = render(&s, &ports, &SocketCounts::default());
     assert!(text.contains(
-        "tcpmon_handshakes_total{side=\"server\",result=\"established\",port=\"8080\"} 5\n"
+        "tcpmon_handshakes_total{side=\"server\",result=\"established\",port=\"8080\",workload=\"host\"} 5\n"
     ));
     assert!(text.contains(
-        "tcpmon_handshakes_total{side=\"client\",result=\"refused\",port=\"other\"} 2\n"
+        "tcpmon_handshakes_total{side=\"client\",result=\"refused\",port=\"other\",workload=\"host\"} 2\n"
     ));
     assert!(text.contains(
-        "tcpmon_teardowns_total{initiator=\"simultaneous\",kind=\"fin\",port=\"8080\"} 4\n"
+        "tcpmon_teardowns_total{initiator=\"simultaneous\",kind=\"fin\",port=\"8080\",workload=\"host\"} 4\n"
     ));
     assert!(text.contains("tcpmon_handshake_duration_seconds_bucket{side=\"server\",port=\"8080\",le=\"0.000004\"} 0\n"));
     assert!(text.contains("tcpmon_handshake_duration_seconds_bucket{side=\"server\",port=\"8080\",le=\"0.000016\"} 5\n"));
@@ -196,6 +214,7 @@ fn series_labels_match_their_descriptors() {
     let ports = PortTable::new(&[8080, 443], 0).unwrap();
     let mut families = build(&ScrapeInput {
         snapshot: &s,
+        by_workload: &host_split(&s),
         ports: &ports,
         sockets: &SocketCounts::default(),
         listen: &BTreeMap::from([(

@@ -12,3 +12,4 @@ pub mod ports;
 pub mod resets;
 pub mod sock_diag;
 pub mod socket_ages;
+pub mod workloads;

@@ -18,8 +18,8 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use tcpmon_common::{
-    counter, handshake, maps, port, reset, tcp_state, teardown, DwellHistogram, SocketEntry,
-    TRANSITION_SLOTS,
+    counter, handshake, maps, port, reset, tcp_state, teardown, workload, DwellHistogram,
+    SocketEntry, TRANSITION_SLOTS,
 };
 
 use crate::error::Error;
@@ -38,7 +38,7 @@ pub struct MapShape {
 }
 
 /// The maps kept across restarts, shaped as this build creates them.
-pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 10] {
+pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 12] {
     let counters = |name, slots| MapShape {
         name,
         kind: MapType::PerCpuArray,
@@ -61,6 +61,7 @@ pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 10] {
         histograms(maps::HANDSHAKE_DURATION, handshake::SIDE_SLOTS),
         counters(maps::TEARDOWNS, teardown::SLOTS),
         counters(maps::HANDSHAKE_RETRANSMITS, handshake::SIDE_SLOTS),
+        counters(maps::WORKLOAD_UNCOUNTED, workload::UNCOUNTED_SLOTS),
         MapShape {
             name: maps::SOCKETS,
             kind: MapType::LruHash,
@@ -81,6 +82,13 @@ pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 10] {
             key_size: size_of::<reset::Key>() as u32,
             value_size: 8,
             max_entries: reset::MAX_SERIES,
+        },
+        MapShape {
+            name: maps::WORKLOADS,
+            kind: MapType::Hash,
+            key_size: size_of::<workload::Key>() as u32,
+            value_size: 8,
+            max_entries: workload::MAX_SERIES,
         },
     ]
 }
@@ -183,7 +191,7 @@ mod tests {
 
     #[test]
     fn differences_are_named() {
-        let want = pinned_maps(1024)[7];
+        let want = pinned_maps(1024)[8];
         assert_eq!(want.name, maps::SOCKETS);
         assert_eq!(describe_difference(&want, &want), None);
         let smaller = MapShape {

@@ -1,6 +1,7 @@
 //! Reading the aggregate maps and the per-socket map at scrape time.
 use tcpmon_common::{
-    counter, handshake, maps, tcp_state, teardown, DwellHistogram, SocketEntry, TRANSITION_SLOTS,
+    counter, handshake, maps, tcp_state, teardown, workload, DwellHistogram, SocketEntry,
+    TRANSITION_SLOTS,
 };
 
 use super::{map_batch, Probe};
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub teardowns: Vec<u64>,
     /// Indexed by `tcpmon_common::handshake::side_index`.
     pub handshake_retransmits: Vec<u64>,
+    /// Handshakes and teardowns the per-cgroup hash had no room for, indexed by
+    /// `tcpmon_common::workload::uncounted_slot`.
+    pub workload_uncounted: Vec<u64>,
 }
 
 impl Probe {
@@ -95,6 +99,11 @@ impl Probe {
             handshake_retransmits: self.counters_of(
                 maps::HANDSHAKE_RETRANSMITS,
                 handshake::SIDE_SLOTS,
+                rows,
+            )?,
+            workload_uncounted: self.counters_of(
+                maps::WORKLOAD_UNCOUNTED,
+                workload::UNCOUNTED_SLOTS,
                 rows,
             )?,
         })

@@ -1,7 +1,8 @@
-//! The reset programs: which of them this kernel takes, and reading what they counted.
+//! The reset programs: which of them this kernel takes, and reading what they counted; and
+//! reading the per-cgroup handshake and teardown counts, a hash of the same kind.
 use aya::maps::{HashMap, MapData};
 use tcpmon_common::{
-    maps, reset, RECEIVE_RESET_PROGRAM_NAME, SEND_RESET_PROGRAM_NAME,
+    maps, reset, workload, RECEIVE_RESET_PROGRAM_NAME, SEND_RESET_PROGRAM_NAME,
     SEND_RESET_REASON_PROGRAM_NAME,
 };
 
@@ -37,5 +38,16 @@ impl Probe {
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| map_error(maps::RESETS, "read", e))
+    }
+
+    /// Every (cgroup, handshake or teardown) count so far.
+    pub fn workload_counts(&self) -> Result<Vec<(workload::Key, u64)>, Error> {
+        let counts: HashMap<&MapData, workload::Key, u64> =
+            HashMap::try_from(self.map(maps::WORKLOADS)?)
+                .map_err(|e| map_error(maps::WORKLOADS, "open", e))?;
+        counts
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| map_error(maps::WORKLOADS, "read", e))
     }
 }

@@ -31,12 +31,18 @@ impl Cgroups {
     fn create() -> Cgroups {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let mount = tcpmon::workload::cgroups::cgroup2_mount(&mountinfo).expect("cgroup2 mount");
-        let slice = mount.join(format!("tcpmon-test-{}.slice", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let slice = mount.join(format!("tcpmon-test-{unique}.slice"));
         let pod = format!("kubepods-besteffort-pod{}.slice", POD_UID.replace('-', "_"));
         for unit in ["web.service", "client.service", &pod] {
             fs::create_dir_all(slice.join(unit)).expect("create a cgroup");
         }
-        let pods = std::env::temp_dir().join(format!("tcpmon-test-pods-{}", std::process::id()));
+        let pods = std::env::temp_dir().join(format!("tcpmon-test-pods-{unique}"));
         fs::create_dir_all(pods.join(format!("shop_checkout-5d8f_{POD_UID}"))).expect("mkdir");
         Cgroups { slice, pods }
     }
@@ -84,16 +90,22 @@ fn python_in(cgroup: &Path, ns: &NetNs, script: &str) -> Child {
         .expect("spawn python3")
 }
 
-#[test]
-fn every_event_and_socket_names_the_workload_that_owns_it() {
-    require_root();
-    let cgroups = Cgroups::create();
+/// What one run of the workload showed: the agent (to scrape) and the transitions the kernel
+/// hid from BPF meanwhile.
+struct Run {
+    agent: Agent,
+    hidden: u64,
+    _ns: NetNs,
+}
+
+/// Starts an agent with `args`, runs the server and both clients with a tail client attached,
+/// and checks what the tail and `tcpmon sockets` said of each workload.
+fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
     let ns = NetNs::new();
     let pods = cgroups.pods.display().to_string();
-    let agent = Agent::start_with(
-        &ns,
-        &["--ports", &PORT.to_string(), "--kubelet-pods", &pods],
-    );
+    let mut all = vec!["--ports", "7090", "--kubelet-pods", &pods];
+    all.extend(args);
+    let agent = Agent::start_with(&ns, &all);
     let hidden = HiddenTransitions::observe();
     let mut tail = Command::new(TCPMON)
         .args([
@@ -109,7 +121,6 @@ fn every_event_and_socket_names_the_workload_that_owns_it() {
         .expect("spawn tcpmon tail");
     let lines = lines_of(tail.stdout.take().expect("piped"));
     scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
-
     // The server accepts every connection and closes it first; the clients wait in
     // CLOSE_WAIT until told to go on, so that `tcpmon sockets` sees them.
     let mut server = python_in(
@@ -204,6 +215,84 @@ fn every_event_and_socket_names_the_workload_that_owns_it() {
     }
     let _ = tail.kill();
     let _ = tail.wait();
+    let hidden = hidden.count();
+    Run {
+        agent,
+        hidden,
+        _ns: ns,
+    }
+}
+
+/// The workload's handshakes and teardowns, each side by its workload.
+fn expected_counters(client_label: &str, pod_label: &str) -> BTreeMap<String, f64> {
+    let each = EACH as f64;
+    let mut want = BTreeMap::new();
+    let mut add = |series: String, n: f64| *want.entry(series).or_insert(0.0) += n;
+    add(handshake("server", "web.service"), 2.0 * each);
+    add(teardown("local", "web.service"), 2.0 * each);
+    for label in [client_label, pod_label] {
+        add(handshake("client", label), each);
+        add(teardown("remote", label), each);
+    }
+    want
+}
+
+fn handshake(side: &str, workload: &str) -> String {
+    format!(
+        "tcpmon_handshakes_total{{side=\"{side}\",result=\"established\",port=\"{PORT}\",workload=\"{workload}\"}}"
+    )
+}
+
+fn teardown(initiator: &str, workload: &str) -> String {
+    format!(
+        "tcpmon_teardowns_total{{initiator=\"{initiator}\",kind=\"fin\",port=\"{PORT}\",workload=\"{workload}\"}}"
+    )
+}
+
+/// Asserts the counters are `want`, exactly; where the kernel hid transitions from BPF, that
+/// no more than those are missing and nothing is counted that did not happen.
+fn assert_counters(run: &Run, want: BTreeMap<String, f64>) {
+    let got = workload_counters(run);
+    if run.hidden == 0 {
+        assert_eq!(got, want);
+    } else {
+        let (got_sum, want_sum) = (got.values().sum::<f64>(), want.values().sum::<f64>());
+        assert!(got.keys().all(|k| want.contains_key(k)), "{got:?}");
+        assert!(
+            got_sum <= want_sum && got_sum + run.hidden as f64 >= want_sum,
+            "{got:?}"
+        );
+    }
+}
+
+/// The handshake and teardown series of the scrape, by workload.
+fn workload_counters(run: &Run) -> BTreeMap<String, f64> {
+    let scrape = run.agent.scrape();
+    scrape
+        .by_workload
+        .into_iter()
+        .filter(|(name, _)| name.contains(&format!("port=\"{PORT}\"")))
+        .collect()
+}
+
+#[test]
+fn every_event_socket_and_counter_names_the_workload_that_owns_it() {
+    require_root();
+    let cgroups = Cgroups::create();
+    let run = run_workload(&cgroups, &[]);
+    assert_counters(
+        &run,
+        expected_counters("client.service", "shop/checkout-5d8f"),
+    );
+}
+
+#[test]
+fn workloads_beyond_the_maximum_fold_into_other_with_totals_exact() {
+    require_root();
+    let cgroups = Cgroups::create();
+    // The server's workload is the busiest (both clients' connections): it alone is named.
+    let run = run_workload(&cgroups, &["--max-workloads", "1"]);
+    assert_counters(&run, expected_counters("other", "other"));
 }
 
 /// Tail events by workload until `want` have come, or 10 s have passed.

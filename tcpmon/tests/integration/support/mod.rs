@@ -478,22 +478,39 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scrape {
     pub text: String,
+    /// Every series, except that those with a `workload` label are summed over it (the label
+    /// dropped): what a test that is not about workloads asserts.
     pub series: BTreeMap<String, f64>,
+    /// The series with a `workload` label, as the agent wrote them.
+    pub by_workload: BTreeMap<String, f64>,
 }
 
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
-        let series = text
+        let mut series = BTreeMap::new();
+        let mut by_workload = BTreeMap::new();
+        for line in text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| {
-                let (name, value) = l.rsplit_once(' ').expect("series line");
-                (name.to_string(), value.parse().expect("numeric value"))
-            })
-            .collect();
+        {
+            let (name, value) = line.rsplit_once(' ').expect("series line");
+            let value: f64 = value.parse().expect("numeric value");
+            match name.find(",workload=\"") {
+                Some(at) => {
+                    by_workload.insert(name.to_string(), value);
+                    let end = name[at + 11..].find('"').expect("a quoted value") + at + 12;
+                    let summed = format!("{}{}", &name[..at], &name[end..]);
+                    *series.entry(summed).or_insert(0.0) += value;
+                }
+                None => {
+                    series.insert(name.to_string(), value);
+                }
+            }
+        }
         Scrape {
             text: text.to_string(),
             series,
+            by_workload,
         }
     }
 

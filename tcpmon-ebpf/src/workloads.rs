@@ -1,0 +1,25 @@
+//! Handshakes and teardowns per workload: counted by the socket's own cgroup (v2) id, read
+//! from the socket when a handshake or teardown ends, in a hash shared by every CPU
+//! (`maps::WORKLOADS`; the agent names cgroups and bounds the label's values). What the hash
+//! has no room for is counted per index, so nothing goes uncounted.
+use tcpmon_common::workload;
+
+use crate::{
+    kernel::socket_cgroup_id,
+    maps::{hash_add, WORKLOADS, WORKLOAD_UNCOUNTED},
+    Transition,
+};
+
+/// Counts one handshake (`what` = `workload::HANDSHAKE`, `index` = `handshake::index`) or
+/// teardown of the transition's socket for its cgroup.
+#[inline(always)]
+pub fn count(t: &Transition, what: u32, index: u32) {
+    let key = workload::Key {
+        cgroup_id: socket_cgroup_id(t.sk),
+        what,
+        index,
+    };
+    if !hash_add(&WORKLOADS, &key) {
+        WORKLOAD_UNCOUNTED.increment(t.row, workload::uncounted_slot(what, index));
+    }
+}

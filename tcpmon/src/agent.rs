@@ -52,7 +52,10 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let iterator = probe
         .take_socket_iterator()
         .ok_or_else(|| Error::Load("the socket iterator was taken twice".into()))?;
-    let workloads = Arc::new(Workloads::new(&options.kubelet_pods));
+    let workloads = Arc::new(Workloads::new(
+        options.cgroup_root.as_deref(),
+        &options.kubelet_pods,
+    ));
     let lister = Arc::new(SocketLister::new(
         iterator,
         options.netns.clone(),

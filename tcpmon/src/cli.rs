@@ -102,6 +102,12 @@ pub struct AgentOptions {
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub max_workloads: u32,
 
+    /// The root of the cgroup v2 hierarchy, where the agent finds the cgroups that own sockets
+    /// (default: where /proc/self/mountinfo says cgroup2 is mounted: /sys/fs/cgroup, or
+    /// /sys/fs/cgroup/unified on hybrid hosts). In a container, the host's, mounted read-only.
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<std::path::PathBuf>,
+
     /// The kubelet's pod log directory (one `NAMESPACE_POD_UID` directory per pod), where the
     /// agent finds the names of the pods that own sockets; absent on hosts without Kubernetes.
     #[arg(long, value_name = "DIR", default_value = crate::workload::cgroups::KUBELET_PODS)]

@@ -34,9 +34,12 @@ struct Known {
 }
 
 impl Workloads {
-    pub fn new(pods_dir: &Path) -> Workloads {
+    /// Names the cgroups under `root` (by default the cgroup2 mount this process sees).
+    pub fn new(root: Option<&Path>, pods_dir: &Path) -> Workloads {
         Workloads {
-            root: cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()),
+            root: root.map(Path::to_path_buf).or_else(|| {
+                cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+            }),
             pods_dir: pods_dir.to_path_buf(),
             known: Mutex::new(Known::default()),
         }

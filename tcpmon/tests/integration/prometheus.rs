@@ -178,6 +178,7 @@ fn prometheus_gets_data_for_every_panel_and_rule_and_fires_the_close_wait_alert(
     let dashboard = artefacts::dashboard_exprs().into_iter().map(|e| {
         e.replace("$job", "tcpmon")
             .replace("$instance", ".*")
+            .replace("$workload", ".*")
             .replace("$__rate_interval", "1m")
     });
     let all: Vec<String> = dashboard.chain(artefacts::recording_exprs()).collect();

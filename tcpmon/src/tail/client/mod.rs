@@ -132,7 +132,7 @@ fn standalone(
     let (ring, switch) = probe.take_tail_maps()?;
     startup::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch);
-        let workloads = Workloads::new(Path::new(KUBELET_PODS));
+        let workloads = Workloads::new(None, Path::new(KUBELET_PODS));
         let mut subscription = hub.subscribe(filter);
         // The header says the probe is attached and listening.
         printer.start(out)?;

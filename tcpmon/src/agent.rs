@@ -46,7 +46,12 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     let serving = listener.local_addr().unwrap_or(options.listen);
     let tail_listener = tail_server::bind(&options.tail_socket)?;
     let _socket_file = tail_server::SocketFile(options.tail_socket.clone());
-    let mut probe = startup::load_probe(netns, options.max_tracked_sockets, pins)?;
+    let mut probe = startup::load_probe(
+        netns,
+        options.max_tracked_sockets,
+        pins,
+        options.max_workloads > 0,
+    )?;
     let program_id = probe.program_id();
     let (ring, kernel_filter) = probe.take_tail_maps()?;
     let iterator = probe

@@ -61,14 +61,29 @@ pub const SKIPS_UNDER_INIT_NOTE: &str = "tcpmon: note: this kernel does not run 
 /// Printed where `tcp_send_reset` carries no reason (before Linux 6.10).
 pub const NO_RESET_REASONS_NOTE: &str = "tcpmon: note: this kernel names no reset reasons (Linux 6.10+ does): tcpmon_resets_total has reason=\"unknown\", and resets sent for segments that match no socket are not seen";
 
+/// Printed at start on kernels whose sockets carry no cgroup (built without
+/// `CONFIG_SOCK_CGROUP_DATA`, which every cgroup v2 kernel has).
+pub const NO_SOCKET_CGROUPS_NOTE: &str =
+    "tcpmon: note: this kernel's sockets carry no cgroup: every workload label is \"unknown\"";
+
 /// Loads and attaches the probe with this kernel's offsets (printing the kernel's caveats, if
 /// it has them), then gives back the memory that start-up needed only once.
 pub fn load_probe(
     netns: Option<u32>,
     max_tracked_sockets: u32,
     pins: Vec<(&'static str, PathBuf)>,
+    attribute_workloads: bool,
 ) -> Result<Probe, Error> {
-    let config = probe_config(netns, max_tracked_sockets, pins)?;
+    let config = ProbeConfig {
+        offsets: KernelOffsets::from_vmlinux()?,
+        netns,
+        max_tracked_sockets,
+        pins,
+        attribute_workloads,
+    };
+    if config.offsets.cgroup.is_none() {
+        eprintln!("{NO_SOCKET_CGROUPS_NOTE}");
+    }
     if config.offsets.skips_runs_under_init {
         eprintln!("{SKIPS_UNDER_INIT_NOTE}");
     }
@@ -78,20 +93,6 @@ pub fn load_probe(
     let probe = Probe::load(&config)?;
     release_startup_memory();
     Ok(probe)
-}
-
-/// Reads this kernel's struct offsets from its BTF.
-fn probe_config(
-    netns: Option<u32>,
-    max_tracked_sockets: u32,
-    pins: Vec<(&'static str, PathBuf)>,
-) -> Result<ProbeConfig, Error> {
-    Ok(ProbeConfig {
-        offsets: KernelOffsets::from_vmlinux()?,
-        netns,
-        max_tracked_sockets,
-        pins,
-    })
 }
 
 /// The inode that identifies the network namespace at `path`, checked to be one.

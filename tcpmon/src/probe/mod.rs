@@ -51,6 +51,8 @@ pub struct ProbeConfig {
     pub max_tracked_sockets: u32,
     /// Where each map kept across restarts is pinned (`--pin`); empty pins nothing.
     pub pins: Vec<(&'static str, PathBuf)>,
+    /// Whether handshakes and teardowns are counted per socket cgroup (`--max-workloads` > 0).
+    pub attribute_workloads: bool,
 }
 
 /// The loaded and attached program. Dropping it detaches and unloads everything.
@@ -68,6 +70,7 @@ impl Probe {
         kernel_features::require()?;
         let o = &config.offsets;
         let netns = config.netns.unwrap_or(0);
+        let attribute = u32::from(config.attribute_workloads);
         // The kernel's BTF, parsed once (it costs ~14 MB of peak memory per parse): the loader
         // parses its own copy in `new()`, which is dropped before this one is made and shared
         // by the loader and the attachment.
@@ -113,6 +116,7 @@ impl Probe {
                 true,
             )
             .override_global("KN_ID_OFFSET", &o.cgroup.map_or(0, |c| c.kn_id), true)
+            .override_global("ATTRIBUTE_WORKLOADS", &attribute, true)
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;

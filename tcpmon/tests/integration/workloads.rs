@@ -224,12 +224,16 @@ fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
 }
 
 /// The workload's handshakes and teardowns, each side by its workload.
-fn expected_counters(client_label: &str, pod_label: &str) -> BTreeMap<String, f64> {
+fn expected_counters(
+    server_label: &str,
+    client_label: &str,
+    pod_label: &str,
+) -> BTreeMap<String, f64> {
     let each = EACH as f64;
     let mut want = BTreeMap::new();
     let mut add = |series: String, n: f64| *want.entry(series).or_insert(0.0) += n;
-    add(handshake("server", "web.service"), 2.0 * each);
-    add(teardown("local", "web.service"), 2.0 * each);
+    add(handshake("server", server_label), 2.0 * each);
+    add(teardown("local", server_label), 2.0 * each);
     for label in [client_label, pod_label] {
         add(handshake("client", label), each);
         add(teardown("remote", label), each);
@@ -282,7 +286,7 @@ fn every_event_socket_and_counter_names_the_workload_that_owns_it() {
     let run = run_workload(&cgroups, &[]);
     assert_counters(
         &run,
-        expected_counters("client.service", "shop/checkout-5d8f"),
+        expected_counters("web.service", "client.service", "shop/checkout-5d8f"),
     );
 }
 
@@ -292,7 +296,15 @@ fn workloads_beyond_the_maximum_fold_into_other_with_totals_exact() {
     let cgroups = Cgroups::create();
     // The server's workload is the busiest (both clients' connections): it alone is named.
     let run = run_workload(&cgroups, &["--max-workloads", "1"]);
-    assert_counters(&run, expected_counters("other", "other"));
+    assert_counters(&run, expected_counters("web.service", "other", "other"));
+}
+
+#[test]
+fn without_attribution_every_count_is_other_and_exact() {
+    require_root();
+    let cgroups = Cgroups::create();
+    let run = run_workload(&cgroups, &["--max-workloads", "0"]);
+    assert_counters(&run, expected_counters("other", "other", "other"));
 }
 
 /// Tail events by workload until `want` have come, or 10 s have passed.

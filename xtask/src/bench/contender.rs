@@ -26,6 +26,9 @@ pub enum Contender {
     EmptyTpBtf,
     EmptyClassic,
     Tcpmon,
+    /// `--max-workloads 0`: tcpmon without counting per socket cgroup, to show what the
+    /// `workload` label costs.
+    TcpmonNoWorkloads,
     TcpmonTailIdle,
     TcpmonTail,
     Bpftrace,
@@ -33,10 +36,11 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 7] = [
+    pub const ALL: [Contender; 8] = [
         Contender::EmptyTpBtf,
         Contender::EmptyClassic,
         Contender::Tcpmon,
+        Contender::TcpmonNoWorkloads,
         Contender::TcpmonTailIdle,
         Contender::TcpmonTail,
         Contender::Bpftrace,
@@ -48,6 +52,7 @@ impl Contender {
             Contender::EmptyTpBtf => "empty tp_btf program (tcpmon's attach type: the floor)",
             Contender::EmptyClassic => "empty classic-tracepoint program (bpftrace)",
             Contender::Tcpmon => "tcpmon agent",
+            Contender::TcpmonNoWorkloads => "tcpmon agent --max-workloads 0 (no workload label)",
             Contender::TcpmonTailIdle => "tcpmon agent + 1 tail client filtered to an idle port",
             Contender::TcpmonTail => "tcpmon agent + 1 tail client (NDJSON to /dev/null)",
             Contender::Bpftrace => "bpftrace, transitions counted in a map",
@@ -90,6 +95,10 @@ pub fn attach(contender: Contender) -> anyhow::Result<Attached> {
         Contender::EmptyClassic => (vec![quiet("bpftrace", &["-e", BPFTRACE_EMPTY])?], None),
         Contender::Tcpmon => {
             let (agent, _, addr) = start_agent(&[])?;
+            (vec![agent], Some(addr))
+        }
+        Contender::TcpmonNoWorkloads => {
+            let (agent, _, addr) = start_agent(&["--max-workloads", "0"])?;
             (vec![agent], Some(addr))
         }
         Contender::TcpmonTailIdle | Contender::TcpmonTail => {

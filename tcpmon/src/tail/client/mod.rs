@@ -128,7 +128,7 @@ fn standalone(
         .map(startup::netns_inode)
         .transpose()?;
     let max = tcpmon_common::maps::MAX_TRACKED_SOCKETS;
-    let mut probe = startup::load_probe(netns, max, Vec::new())?;
+    let mut probe = startup::load_probe(netns, max, Vec::new(), false)?;
     let (ring, switch) = probe.take_tail_maps()?;
     startup::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch);

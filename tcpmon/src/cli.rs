@@ -45,6 +45,10 @@ pub struct SocketsOptions {
     #[arg(long, value_name = "PORT", value_delimiter = ',')]
     pub port: Vec<u16>,
 
+    /// Only sockets of this workload (as `-o json` names it; repeat or comma-separate).
+    #[arg(long, value_name = "WORKLOAD", value_delimiter = ',')]
+    pub workload: Vec<String>,
+
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = SocketsFormat::Table)]
     pub output: SocketsFormat,
@@ -172,6 +176,11 @@ pub struct TailOptions {
     /// socket while the tail runs).
     #[arg(long, value_name = "PID", value_delimiter = ',')]
     pub pid: Vec<u32>,
+
+    /// Only sockets of this workload (nginx.service, NAMESPACE/POD, container/ID12, host, as
+    /// the events' `workload` names it; repeat or comma-separate).
+    #[arg(long, value_name = "WORKLOAD", value_delimiter = ',')]
+    pub workload: Vec<String>,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]

@@ -78,12 +78,14 @@ proptest! {
         bytes in proptest::array::uniform32(any::<u8>()),
         more in proptest::array::uniform32(any::<u8>()),
         last in proptest::array::uniform32(any::<u8>()),
+        end in proptest::array::uniform8(any::<u8>()),
         bias in any::<u8>(),
     ) {
         let mut all = [0u8; 104];
         all[..32].copy_from_slice(&bytes);
         all[32..64].copy_from_slice(&more);
-        all[64..].copy_from_slice(&last);
+        all[64..96].copy_from_slice(&last);
+        all[96..].copy_from_slice(&end);
         if let Some(event) = Event::from_kernel(&kernel_event(&all, bias), 0) {
             let line = serde_json::to_string(&Message::Event(event.clone())).expect("encodes");
             let back: Message = serde_json::from_str(&line).expect("decodes");
@@ -98,6 +100,7 @@ proptest! {
         bytes in proptest::array::uniform32(any::<u8>()),
         more in proptest::array::uniform32(any::<u8>()),
         last in proptest::array::uniform32(any::<u8>()),
+        end in proptest::array::uniform8(any::<u8>()),
         bias in any::<u8>(),
         offset in any::<i64>(),
         port in any::<u16>(),
@@ -105,7 +108,8 @@ proptest! {
         let mut all = [0u8; 104];
         all[..32].copy_from_slice(&bytes);
         all[32..64].copy_from_slice(&more);
-        all[64..].copy_from_slice(&last);
+        all[64..96].copy_from_slice(&last);
+        all[96..].copy_from_slice(&end);
         let record = kernel_event(&all, bias);
         let offset = i128::from(offset);
         let mut wire = Vec::new();

@@ -45,6 +45,12 @@ fn select(sockets: Vec<SocketLine>, options: &SocketsOptions) -> Vec<SocketLine>
                 || options.port.contains(&s.local_port)
                 || options.port.contains(&s.remote_port)
         })
+        .filter(|s| {
+            options.workload.is_empty()
+                || s.workload
+                    .as_ref()
+                    .is_some_and(|w| options.workload.contains(w))
+        })
         .filter(|s| match options.older_than {
             None => true,
             Some(d) => s.age_seconds.is_some_and(|age| age >= d.as_secs_f64()),

@@ -27,6 +27,10 @@ pub struct Filter {
     /// Owning process (only known for sockets whose connect, listen, close or shutdown was seen).
     #[serde(default)]
     pub pids: Vec<u32>,
+    /// The workload that owns the socket (matched by the agent once it has named the socket's
+    /// cgroup, never in the kernel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<String>,
 }
 
 /// What a filter looks at in an event.
@@ -42,6 +46,11 @@ struct Keys {
 }
 
 impl Filter {
+    /// Whether an event of `workload` passes the workload filter.
+    pub fn matches_workload(&self, workload: Option<&str>) -> bool {
+        self.workloads.is_empty() || workload.is_some_and(|w| self.workloads.iter().any(|x| x == w))
+    }
+
     pub fn matches(&self, e: &Event) -> bool {
         self.matches_keys(&Keys {
             local: e.local,

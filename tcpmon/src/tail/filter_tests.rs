@@ -120,12 +120,16 @@ fn round_trips_as_json() {
         states: vec![TcpState::Established],
         families: vec![Family::Inet],
         pids: vec![1],
+        workloads: vec!["web.service".into()],
     };
     let json = serde_json::to_string(&f).unwrap();
     assert_eq!(
         json,
-        r#"{"ports":[80],"addrs":["10.0.0.0/8"],"states":["ESTABLISHED"],"families":["inet"],"pids":[1]}"#
+        r#"{"ports":[80],"addrs":["10.0.0.0/8"],"states":["ESTABLISHED"],"families":["inet"],"pids":[1],"workloads":["web.service"]}"#
     );
+    assert!(f.matches_workload(Some("web.service")));
+    assert!(!f.matches_workload(Some("host")) && !f.matches_workload(None));
+    assert!(Filter::default().matches_workload(None));
     assert_eq!(serde_json::from_str::<Filter>(&json).unwrap(), f);
     assert_eq!(
         serde_json::from_str::<Filter>("{}").unwrap(),

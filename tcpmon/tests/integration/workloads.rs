@@ -120,7 +120,20 @@ fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
         .spawn()
         .expect("spawn tcpmon tail");
     let lines = lines_of(tail.stdout.take().expect("piped"));
-    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 1.0);
+    let mut web_tail = Command::new(TCPMON)
+        .args([
+            "tail",
+            "--socket",
+            &agent.tail_socket,
+            "--workload",
+            "web.service",
+        ])
+        .args(["-o", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpmon tail");
+    let web_lines = lines_of(web_tail.stdout.take().expect("piped"));
+    scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 2.0);
     // The server accepts every connection and closes it first; the clients wait in
     // CLOSE_WAIT until told to go on, so that `tcpmon sockets` sees them.
     let mut server = python_in(
@@ -191,6 +204,21 @@ fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
             ("shop/checkout-5d8f".to_string(), EACH)
         ])
     );
+    let of_pod = run(
+        TCPMON,
+        &[
+            "sockets",
+            "--socket",
+            &agent.tail_socket,
+            "--workload",
+            "shop/checkout-5d8f",
+        ],
+    );
+    assert_eq!(
+        of_pod.lines().count() as u64,
+        1 + EACH,
+        "header and the pod's:\n{of_pod}"
+    );
     for mut c in clients {
         drop(c.stdin.take());
         assert!(c.wait().expect("the client exits").success());
@@ -213,8 +241,17 @@ fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
     if hidden.count() == 0 {
         assert_eq!(by_workload, expected);
     }
-    let _ = tail.kill();
-    let _ = tail.wait();
+    // The client filtered to the server's workload got the server's events and no other.
+    let web_only = collect(&web_lines, expected["web.service"] - hidden.count());
+    assert_eq!(
+        web_only.keys().collect::<Vec<_>>(),
+        ["web.service"],
+        "{web_only:?}"
+    );
+    for mut t in [tail, web_tail] {
+        let _ = t.kill();
+        let _ = t.wait();
+    }
     let hidden = hidden.count();
     Run {
         agent,

@@ -140,6 +140,7 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
             return write.flush().await;
         }
     };
+    let wanted = filter.clone();
     let mut subscription = hub.subscribe(filter);
     let mut eof = [0u8; 1];
     let mut read = read.into_inner().into_inner();
@@ -158,6 +159,9 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
                 let offset = subscription.realtime_offset_ns();
                 for record in batch.iter() {
                     let workload = workloads.name(record.cgroup_id);
+                    if !wanted.matches_workload(workload.as_deref()) {
+                        continue;
+                    }
                     wire::write_line(record, offset, workload.as_deref(), &mut lines);
                     if lines.len() >= WRITE_CHUNK {
                         write.write_all(&lines).await?;

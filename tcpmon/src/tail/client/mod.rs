@@ -35,6 +35,7 @@ pub fn run(options: TailOptions) -> anyhow::Result<()> {
         states: options.state.clone(),
         families: options.family.clone(),
         pids: options.pid.clone(),
+        workloads: options.workload.clone(),
     };
     let mut printer = Printer::new(options.output, options.count);
     // Block-buffered: a line-buffered stdout costs a write(2) per event. The buffer is flushed
@@ -133,6 +134,7 @@ fn standalone(
     startup::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch);
         let workloads = Workloads::new(None, Path::new(KUBELET_PODS));
+        let wanted = filter.clone();
         let mut subscription = hub.subscribe(filter);
         // The header says the probe is attached and listening.
         printer.start(out)?;
@@ -149,6 +151,9 @@ fn standalone(
                     let offset = subscription.realtime_offset_ns();
                     for record in batch.iter() {
                         let workload = workloads.name(record.cgroup_id);
+                        if !wanted.matches_workload(workload.as_deref()) {
+                            continue;
+                        }
                         let Some(message) = message_of(record, offset, workload.as_deref()) else {
                             continue;
                         };

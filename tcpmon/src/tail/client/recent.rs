@@ -27,6 +27,9 @@ pub fn run(options: &TailOptions, filter: Filter, out: &mut impl Write) -> anyho
     if !filter.pids.is_empty() {
         bail!("--recent cannot filter by --pid: trouble events carry no process");
     }
+    if !filter.workloads.is_empty() {
+        bail!("--recent cannot filter by --workload: trouble events carry no cgroup");
+    }
     let request = Request {
         recent: Query {
             since_ns: options.since.map(|d| d.as_nanos() as u64),

@@ -27,17 +27,18 @@ use self::results::{read_results, report_failures, Outcome};
 /// machine, one after another: every handshake and teardown
 /// kind counted exactly, IPv6, refused, timed-out and aborted connects, start-up and clean
 /// stop (`agent_metrics`, `handshake_failures`, `initiators`), every namespace found
-/// (`namespaces`), the tail's ring buffer with filters and a stalled client (`tail`), each
-/// user-causable error's one line (`errors`), dropping to two capabilities after attaching
+/// (`namespaces`), the tail's ring buffer with filters and a stalled client (`tail`), dropping
+/// to two capabilities after attaching
 /// (`least_privilege`), maps pinned on a BPF file system surviving a restart (`pin`), and
 /// exactness with zero missed runs under a storm of 2,000 connections (`storm`, a hundredth
 /// of the host's: with a tenth, a 5.10 guest reset about 1% of the connections it closed, real
 /// resets that tcpmon counted as such, but not what the test's ground truth says) and a
-/// 30-second soak (`soak`). The port-cardinality, Prometheus-server,
+/// 30-second soak (`soak`). The user errors (`errors`: each decided before anything is loaded,
+/// the same on every kernel; 150 s of a 5.10 guest), the port-cardinality, Prometheus-server,
 /// robustness, HTTP, TLS and held-sockets tests stay on the host: their workloads of thousands
 /// of connections take minutes under software emulation, and `sockets.rs` times dwells
 /// against a wall clock that a slow guest overshoots.
-pub const TESTS: [&str; 14] = [
+pub const TESTS: [&str; 13] = [
     "agent_metrics",
     "handshake_failures",
     "listen_queues",
@@ -47,7 +48,6 @@ pub const TESTS: [&str; 14] = [
     "initiators",
     "namespaces",
     "tail",
-    "errors",
     "least_privilege",
     "pin",
     "storm",
@@ -63,8 +63,11 @@ pub const TESTS: [&str; 14] = [
 /// `boot` does with `--exec` timing `target/debug/tcpmon agent` until it prints its line.
 const TIME_SCALE: u32 = 4;
 
-/// A kernel boot that has not finished after this long is killed and counted as failed.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// A kernel boot that has not finished after this long is killed and counted as failed. A
+/// 5.10 guest took 1,100 s for ten of the modules on the 2-CPU build machine of 2026-12-02
+/// (software emulation; 439 s for all of them on an earlier CI machine), so 20 minutes was
+/// too tight.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The kernels asked for (all of the matrix if none), each booted in turn.
 pub fn run(versions: &[String]) -> anyhow::Result<Vec<Outcome>> {

@@ -128,7 +128,7 @@ pub mod handshake {
     pub const SERVER_ESTABLISHED: u32 = 5;
     pub const SERVER_RESET: u32 = 6;
     pub const RESULTS: u32 = 7;
-    /// Entries of `maps::HANDSHAKES`.
+    /// Handshake series: the indexes of `workload::Key`.
     pub const SLOTS: u32 = port::SLOTS * RESULTS;
     /// Entries of `maps::HANDSHAKE_DURATION` and of `maps::HANDSHAKE_RETRANSMITS`, indexed by
     /// [`side_index`].
@@ -158,7 +158,7 @@ pub mod teardown {
     /// Anything else.
     pub const KIND_RESET: u32 = 1;
     pub const KINDS: u32 = 2;
-    /// Entries of `maps::TEARDOWNS`.
+    /// Teardown series: the indexes of `workload::Key`.
     pub const SLOTS: u32 = port::SLOTS * INITIATORS * KINDS;
 
     #[inline(always)]
@@ -267,8 +267,6 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Hash from a service port (`u16`) to its port slot (`u32`, 1..`port::SLOTS`).
     pub const PORTS: &str = "PORTS";
-    /// Per-CPU `u64` per (port slot, handshake result); see `handshake::index`.
-    pub const HANDSHAKES: &str = "HANDSHAKES";
     /// Per-CPU histogram of handshake times per (port slot, side).
     pub const HANDSHAKE_DURATION: &str = "HANDSHAKE_DURATION";
     /// Per-CPU `u64` per (port slot, side): SYNs (client) and SYN-ACKs (server) sent again; see
@@ -280,8 +278,6 @@ pub mod maps {
     pub const WORKLOADS: &str = "WORKLOADS";
     /// Per-CPU `u64` counters: handshakes and teardowns `WORKLOADS` had no room for.
     pub const WORKLOAD_UNCOUNTED: &str = "WORKLOAD_UNCOUNTED";
-    /// Per-CPU `u64` per (port slot, initiator, kind); see `teardown::index`.
-    pub const TEARDOWNS: &str = "TEARDOWNS";
     /// Ring buffer of [`TailEvent`](crate::TailEvent)s, written only for transitions that
     /// [`TAIL_FILTER`] selects.
     pub const EVENTS: &str = "EVENTS";

@@ -11,7 +11,7 @@ use crate::{
     config::{global, SK_ERR_OFFSET, SRTT_OFFSET},
     kernel::{read_kernel, sock_field},
     local_port,
-    maps::{COUNTERS, DWELL, HANDSHAKES, HANDSHAKE_DURATION, PORTS, SOCKETS, TEARDOWNS},
+    maps::{COUNTERS, DWELL, HANDSHAKE_DURATION, PORTS, SOCKETS},
     tail, trouble, workloads, Transition,
 };
 
@@ -90,7 +90,6 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
     match outcome(t.old, t.new, sk_err) {
         Outcome::Handshake(result) => {
             if let Some(index) = handshake::index(port_slot, result) {
-                HANDSHAKES.increment(t.row, index);
                 workloads::count(t, workload::HANDSHAKE, index);
             }
             handshake_time(t, result, port_slot, dwell_ns);
@@ -106,7 +105,6 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
         }
         Outcome::Teardown(initiator, kind) => {
             if let Some(index) = teardown::index(port_slot, initiator, kind) {
-                TEARDOWNS.increment(t.row, index);
                 workloads::count(t, workload::TEARDOWN, index);
             }
         }

@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcpmon_common::{
-    counter, dwell_bucket, handshake, maps, port, reset, tcp_state, teardown, workload,
-    DwellHistogram, SocketEntry, TailFilter, TRANSITION_SLOTS,
+    counter, dwell_bucket, handshake, maps, port, reset, tcp_state, workload, DwellHistogram,
+    SocketEntry, TailFilter, TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -34,12 +34,6 @@ pub static COUNTERS: Counters = Counters::new(&COUNTERS_MAP, counter::SLOTS);
 /// Service ports with their own label value, to port slot; written by the agent.
 #[map]
 pub static PORTS: HashMap<u16, u32> = HashMap::with_max_entries(port::SLOTS, 0);
-
-/// Handshake results per (port slot, result).
-#[map(name = "HANDSHAKES")]
-static HANDSHAKES_MAP: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(maps::ROWS * handshake::SLOTS, 0);
-pub static HANDSHAKES: Counters = Counters::new(&HANDSHAKES_MAP, handshake::SLOTS);
 
 /// Handshake-time histograms per (port slot, side).
 #[map(name = "HANDSHAKE_DURATION")]
@@ -70,12 +64,6 @@ static WORKLOAD_UNCOUNTED_MAP: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(maps::ROWS * workload::UNCOUNTED_SLOTS, 0);
 pub static WORKLOAD_UNCOUNTED: Counters =
     Counters::new(&WORKLOAD_UNCOUNTED_MAP, workload::UNCOUNTED_SLOTS);
-
-/// Teardowns per (port slot, initiator, kind).
-#[map(name = "TEARDOWNS")]
-static TEARDOWNS_MAP: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(maps::ROWS * teardown::SLOTS, 0);
-pub static TEARDOWNS: Counters = Counters::new(&TEARDOWNS_MAP, teardown::SLOTS);
 
 /// Tail events for `tcpmon tail`, written only for transitions TAIL_FILTER selects.
 #[map]

@@ -48,16 +48,14 @@ fn empty_snapshot() -> Snapshot {
         transitions: vec![0; TRANSITION_SLOTS as usize],
         dwell: vec![histogram::empty(); tcp_state::SLOTS as usize],
         counters: vec![0; tcpmon_common::counter::SLOTS as usize],
-        handshakes: vec![0; handshake::SLOTS as usize],
         handshake_duration: vec![histogram::empty(); handshake::SIDE_SLOTS as usize],
-        teardowns: vec![0; teardown::SLOTS as usize],
         handshake_retransmits: vec![0; handshake::SIDE_SLOTS as usize],
         workload_uncounted: vec![0; tcpmon_common::workload::UNCOUNTED_SLOTS as usize],
     }
 }
 
-/// The snapshot's handshake and teardown counts, all of one workload, `host`.
-fn host_split(s: &Snapshot) -> ByWorkload {
+/// Handshake and teardown counts by index, all of one workload, `host`.
+fn host_split(handshakes: &[u64], teardowns: &[u64]) -> ByWorkload {
     let split = |counts: &[u64]| {
         (0..)
             .zip(counts)
@@ -66,15 +64,20 @@ fn host_split(s: &Snapshot) -> ByWorkload {
             .collect()
     };
     ByWorkload {
-        handshakes: split(&s.handshakes),
-        teardowns: split(&s.teardowns),
+        handshakes: split(handshakes),
+        teardowns: split(teardowns),
     }
 }
 
-fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> String {
+fn render(
+    snapshot: &Snapshot,
+    by_workload: &ByWorkload,
+    ports: &PortTable,
+    sockets: &SocketCounts,
+) -> String {
     let families = build(&ScrapeInput {
         snapshot,
-        by_workload: &host_split(snapshot),
+        by_workload,
         ports,
         sockets,
         listen: &BTreeMap::new(),
@@ -105,14 +108,17 @@ fn render(snapshot: &Snapshot, ports: &PortTable, sockets: &SocketCounts) -> Str
 fn per_port_series_carry_the_port_label() {
     let mut s = empty_snapshot();
     let ports = PortTable::new(&[8080], 0).expect("fits");
-    s.handshakes[handshake::index(1, handshake::SERVER_ESTABLISHED).unwrap() as usize] = 5;
-    s.handshakes[handshake::index(0, handshake::CLIENT_REFUSED).unwrap() as usize] = 2;
-    s.teardowns[teardown::index(1, teardown::INITIATOR_SIMULTANEOUS, teardown::KIND_FIN).unwrap()
+    let mut handshakes = vec![0; handshake::SLOTS as usize];
+    let mut teardowns = vec![0; teardown::SLOTS as usize];
+    handshakes[handshake::index(1, handshake::SERVER_ESTABLISHED).unwrap() as usize] = 5;
+    handshakes[handshake::index(0, handshake::CLIENT_REFUSED).unwrap() as usize] = 2;
+    teardowns[teardown::index(1, teardown::INITIATOR_SIMULTANEOUS, teardown::KIND_FIN).unwrap()
         as usize] = 4;
     let h = &mut s.handshake_duration[handshake::side_index(1, side::SERVER).unwrap() as usize];
     h.buckets[3] = 5;
     h.sum_ns = 5 * 7_000;
-    let text = render(&s, &ports, &SocketCounts::default());
+    let split = host_split(&handshakes, &teardowns);
+    let text = render(&s, &split, &ports, &SocketCounts::default());
     assert!(text.contains(
         "tcpmon_handshakes_total{side=\"server\",result=\"established\",port=\"8080\",workload=\"host\"} 5\n"
     ));
@@ -150,6 +156,7 @@ fn socket_gauges_cover_every_state_and_fold_request_sockets() {
     sockets.by_state[TcpState::NewSynRecv as usize] = 2;
     let text = render(
         &empty_snapshot(),
+        &ByWorkload::default(),
         &PortTable::new(&[], 0).unwrap(),
         &sockets,
     );
@@ -166,6 +173,7 @@ fn bookkeeping_series_are_always_present() {
     s.dwell[1].buckets[0] = 1;
     let text = render(
         &s,
+        &ByWorkload::default(),
         &PortTable::new(&[], 0).unwrap(),
         &SocketCounts::default(),
     );
@@ -205,8 +213,6 @@ fn series_labels_match_their_descriptors() {
     let mut s = empty_snapshot();
     s.transitions.iter_mut().for_each(|v| *v = 1);
     s.counters.iter_mut().for_each(|v| *v = 1);
-    s.handshakes.iter_mut().for_each(|v| *v = 1);
-    s.teardowns.iter_mut().for_each(|v| *v = 1);
     s.handshake_retransmits.iter_mut().for_each(|v| *v = 1);
     for h in s.dwell.iter_mut().chain(s.handshake_duration.iter_mut()) {
         h.buckets[0] = 1;
@@ -214,7 +220,10 @@ fn series_labels_match_their_descriptors() {
     let ports = PortTable::new(&[8080, 443], 0).unwrap();
     let mut families = build(&ScrapeInput {
         snapshot: &s,
-        by_workload: &host_split(&s),
+        by_workload: &host_split(
+            &vec![1; handshake::SLOTS as usize],
+            &vec![1; teardown::SLOTS as usize],
+        ),
         ports: &ports,
         sockets: &SocketCounts::default(),
         listen: &BTreeMap::from([(

@@ -18,8 +18,8 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use tcpmon_common::{
-    counter, handshake, maps, port, reset, tcp_state, teardown, workload, DwellHistogram,
-    SocketEntry, TRANSITION_SLOTS,
+    counter, handshake, maps, port, reset, tcp_state, workload, DwellHistogram, SocketEntry,
+    TRANSITION_SLOTS,
 };
 
 use crate::error::Error;
@@ -38,7 +38,7 @@ pub struct MapShape {
 }
 
 /// The maps kept across restarts, shaped as this build creates them.
-pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 12] {
+pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 10] {
     let counters = |name, slots| MapShape {
         name,
         kind: MapType::PerCpuArray,
@@ -57,9 +57,7 @@ pub fn pinned_maps(max_tracked_sockets: u32) -> [MapShape; 12] {
         counters(maps::TRANSITIONS, TRANSITION_SLOTS),
         histograms(maps::DWELL, tcp_state::SLOTS),
         counters(maps::COUNTERS, counter::SLOTS),
-        counters(maps::HANDSHAKES, handshake::SLOTS),
         histograms(maps::HANDSHAKE_DURATION, handshake::SIDE_SLOTS),
-        counters(maps::TEARDOWNS, teardown::SLOTS),
         counters(maps::HANDSHAKE_RETRANSMITS, handshake::SIDE_SLOTS),
         counters(maps::WORKLOAD_UNCOUNTED, workload::UNCOUNTED_SLOTS),
         MapShape {
@@ -191,7 +189,7 @@ mod tests {
 
     #[test]
     fn differences_are_named() {
-        let want = pinned_maps(1024)[8];
+        let want = pinned_maps(1024)[6];
         assert_eq!(want.name, maps::SOCKETS);
         assert_eq!(describe_difference(&want, &want), None);
         let smaller = MapShape {

@@ -1,7 +1,6 @@
 //! Reading the aggregate maps and the per-socket map at scrape time.
 use tcpmon_common::{
-    counter, handshake, maps, tcp_state, teardown, workload, DwellHistogram, SocketEntry,
-    TRANSITION_SLOTS,
+    counter, handshake, maps, tcp_state, workload, DwellHistogram, SocketEntry, TRANSITION_SLOTS,
 };
 
 use super::{map_batch, Probe};
@@ -25,12 +24,8 @@ pub struct Snapshot {
     pub dwell: Vec<DwellHistogram>,
     /// Indexed by the `COUNTER_*` constants.
     pub counters: Vec<u64>,
-    /// Indexed by `tcpmon_common::handshake::index`.
-    pub handshakes: Vec<u64>,
     /// Indexed by `tcpmon_common::handshake::side_index`.
     pub handshake_duration: Vec<DwellHistogram>,
-    /// Indexed by `tcpmon_common::teardown::index`.
-    pub teardowns: Vec<u64>,
     /// Indexed by `tcpmon_common::handshake::side_index`.
     pub handshake_retransmits: Vec<u64>,
     /// Handshakes and teardowns the per-cgroup hash had no room for, indexed by
@@ -89,13 +84,11 @@ impl Probe {
             transitions: self.counters_of(maps::TRANSITIONS, TRANSITION_SLOTS, rows)?,
             dwell: self.histograms_of(maps::DWELL, tcp_state::SLOTS, rows)?,
             counters,
-            handshakes: self.counters_of(maps::HANDSHAKES, handshake::SLOTS, rows)?,
             handshake_duration: self.histograms_of(
                 maps::HANDSHAKE_DURATION,
                 handshake::SIDE_SLOTS,
                 rows,
             )?,
-            teardowns: self.counters_of(maps::TEARDOWNS, teardown::SLOTS, rows)?,
             handshake_retransmits: self.counters_of(
                 maps::HANDSHAKE_RETRANSMITS,
                 handshake::SIDE_SLOTS,

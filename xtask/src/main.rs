@@ -44,15 +44,23 @@ enum Task {
         /// for several. Default: all three.
         #[arg(long = "kernel", value_name = "VERSION")]
         kernels: Vec<String>,
+        /// A test module of the matrix (`workloads`, `storm`, ...); repeat for several.
+        /// Default: all of them.
+        #[arg(long = "module", value_name = "MODULE")]
+        modules: Vec<String>,
     },
     /// Benchmark tcpmon against no tracing, tcpstates and bpftrace; writes docs/BENCHMARKS.md.
     Bench {
-        /// How long each storm runs.
-        #[arg(long, default_value_t = 1)]
-        seconds: u64,
+        /// How long each storm runs, in seconds (fractions allowed: 0.5).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
         /// Interleaved pairs of runs (without tracing, with the contender) per measurement.
         #[arg(long, default_value_t = 12)]
         rounds: usize,
+        /// Measure only the pinned setting (one CPU, server closes first: the setting of the
+        /// targets); prints the results and leaves docs/BENCHMARKS.md unchanged.
+        #[arg(long)]
+        pinned_only: bool,
         /// Measure only this contender (repeatable); prints the results and leaves
         /// docs/BENCHMARKS.md unchanged. For trying out a change.
         #[arg(long, value_enum)]
@@ -99,24 +107,37 @@ fn main() -> anyhow::Result<()> {
             setup::bench_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
             bench::smoke()?;
-            let outcomes = if no_vm { Vec::new() } else { vm::run(&[])? };
+            let outcomes = if no_vm {
+                Vec::new()
+            } else {
+                vm::run(&[], &[])?
+            };
             matrix(&host, &outcomes)
         }
-        Task::VmTest { kernels } => {
+        Task::VmTest { kernels, modules } => {
             setup::toolchain()?;
             setup::test_tools()?;
-            let outcomes = vm::run(&kernels)?;
+            let outcomes = vm::run(&kernels, &modules)?;
             matrix("", &outcomes)
         }
         Task::Bench {
             seconds,
             rounds,
             only,
+            pinned_only,
         } => {
+            if !(seconds > 0.0 && seconds <= 3600.0) || rounds == 0 {
+                bail!("--seconds must be above 0 (at most 3600) and --rounds at least 1");
+            }
             setup::toolchain()?;
             setup::bench_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
-            bench::run(std::time::Duration::from_secs(seconds), rounds, &only)
+            bench::run(
+                std::time::Duration::from_secs_f64(seconds),
+                rounds,
+                &only,
+                pinned_only,
+            )
         }
         Task::Soak { minutes } => {
             soak::require_root()?;

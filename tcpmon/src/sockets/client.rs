@@ -79,19 +79,20 @@ fn print(sockets: &[SocketLine], format: SocketsFormat, out: &mut impl Write) ->
     }
     writeln!(
         out,
-        "{:<12} {:>9}  {:<28} {:<28} {:>7}  COMM",
-        "STATE", "AGE", "LOCAL", "REMOTE", "PID"
+        "{:<12} {:>9}  {:<28} {:<28} {:>7}  {:<16} WORKLOAD",
+        "STATE", "AGE", "LOCAL", "REMOTE", "PID", "COMM"
     )?;
     for s in sockets {
         writeln!(
             out,
-            "{:<12} {:>9}  {:<28} {:<28} {:>7}  {}",
+            "{:<12} {:>9}  {:<28} {:<28} {:>7}  {:<16} {}",
             s.state,
             s.age_seconds.map_or("-".to_string(), age),
             endpoint(s.local, s.local_port),
             endpoint(s.remote, s.remote_port),
             s.pid.map_or("-".to_string(), |p| p.to_string()),
             s.comm.as_deref().unwrap_or("-"),
+            s.workload.as_deref().unwrap_or("-"),
         )?;
     }
     Ok(())
@@ -150,6 +151,38 @@ mod tests {
                 ))
             );
         }
+    }
+
+    #[test]
+    fn the_table_names_process_and_workload_in_aligned_columns() {
+        let socket = SocketLine {
+            netns: 1,
+            connection: "ffff1".into(),
+            family: "inet".into(),
+            state: "CLOSE_WAIT".into(),
+            local: "127.0.0.1".parse().unwrap(),
+            local_port: 8083,
+            remote: "127.0.0.1".parse().unwrap(),
+            remote_port: 48652,
+            age_seconds: Some(7.8),
+            inode: Some(1),
+            pid: Some(1755),
+            comm: Some("python3".into()),
+            workload: Some("web.service".into()),
+        };
+        let orphan = SocketLine {
+            pid: None,
+            comm: None,
+            workload: None,
+            ..socket.clone()
+        };
+        let mut out = Vec::new();
+        print(&[socket, orphan], SocketsFormat::Table, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "STATE              AGE  LOCAL                        REMOTE                           PID  COMM             WORKLOAD");
+        assert_eq!(lines[1], "CLOSE_WAIT        7.8s  127.0.0.1:8083               127.0.0.1:48652                 1755  python3          web.service");
+        assert_eq!(lines[2], "CLOSE_WAIT        7.8s  127.0.0.1:8083               127.0.0.1:48652                    -  -                -");
     }
 
     #[test]

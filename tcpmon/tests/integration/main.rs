@@ -33,4 +33,5 @@ mod storm;
 mod tail;
 mod tail_capacity;
 mod web;
+mod workload_series;
 mod workloads;

@@ -6,14 +6,14 @@
 use std::{
     collections::BTreeMap,
     fs,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
 
 use crate::support::{
-    hidden::HiddenTransitions, lines_of, require_root, run, scrape_until, Agent, NetNs, TCPMON,
+    cgroups::Cgroups, hidden::HiddenTransitions, lines_of, require_root, run, scrape_until, Agent,
+    NetNs, TCPMON,
 };
 
 const PORT: u16 = 7090;
@@ -21,73 +21,16 @@ const PORT: u16 = 7090;
 const EACH: u64 = 3;
 const POD_UID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 
-/// The test's cgroups, removed (after their processes have gone) when dropped.
-struct Cgroups {
-    slice: PathBuf,
-    pods: PathBuf,
+/// The test's hierarchy: the server's and the client's units, a kubelet-shaped pod cgroup and
+/// the pod's directory under `--kubelet-pods`.
+fn create_cgroups() -> Cgroups {
+    let cgroups = Cgroups::create(&["web.service", "client.service", &pod_unit()]);
+    fs::create_dir_all(cgroups.pods.join(format!("shop_checkout-5d8f_{POD_UID}"))).expect("mkdir");
+    cgroups
 }
 
-impl Cgroups {
-    fn create() -> Cgroups {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let mount = tcpmon::workload::cgroups::cgroup2_mount(&mountinfo).expect("cgroup2 mount");
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let slice = mount.join(format!("tcpmon-test-{unique}.slice"));
-        let pod = format!("kubepods-besteffort-pod{}.slice", POD_UID.replace('-', "_"));
-        for unit in ["web.service", "client.service", &pod] {
-            fs::create_dir_all(slice.join(unit)).expect("create a cgroup");
-        }
-        let pods = std::env::temp_dir().join(format!("tcpmon-test-pods-{unique}"));
-        fs::create_dir_all(pods.join(format!("shop_checkout-5d8f_{POD_UID}"))).expect("mkdir");
-        Cgroups { slice, pods }
-    }
-
-    fn pod(&self) -> PathBuf {
-        self.slice.join(format!(
-            "kubepods-besteffort-pod{}.slice",
-            POD_UID.replace('-', "_")
-        ))
-    }
-}
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.pods);
-        for dir in [
-            self.slice.join("web.service"),
-            self.slice.join("client.service"),
-            self.pod(),
-            self.slice.clone(),
-        ] {
-            // A cgroup goes once its processes have; they exit within moments of the test.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-/// Runs `script` with python3 in `ns`, as a process of cgroup `cgroup` (joined before
-/// `ip netns exec`, which remounts /sys).
-fn python_in(cgroup: &Path, ns: &NetNs, script: &str) -> Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
-            cgroup.display(),
-            ns.name
-        ))
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn python3")
+fn pod_unit() -> String {
+    format!("kubepods-besteffort-pod{}.slice", POD_UID.replace('-', "_"))
 }
 
 /// What one run of the workload showed: the agent (to scrape) and the transitions the kernel
@@ -136,8 +79,8 @@ fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
     scrape_until(&agent, |s| s.get("tcpmon_tail_clients") == 2.0);
     // The server accepts every connection and closes it first; the clients wait in
     // CLOSE_WAIT until told to go on, so that `tcpmon sockets` sees them.
-    let mut server = python_in(
-        &cgroups.slice.join("web.service"),
+    let mut server = cgroups.python_in(
+        "web.service",
         &ns,
         &format!(
             "import socket\n\
@@ -154,9 +97,9 @@ fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
         &mut ready,
     )
     .expect("the server says it listens");
-    let client = |cgroup: PathBuf| {
-        python_in(
-            &cgroup,
+    let client = |unit: &str| {
+        cgroups.python_in(
+            unit,
             &ns,
             &format!(
                 "import socket, sys, time\n\
@@ -166,10 +109,7 @@ fn run_workload(cgroups: &Cgroups, args: &[&str]) -> Run {
             ),
         )
     };
-    let mut clients = [
-        client(cgroups.slice.join("client.service")),
-        client(cgroups.pod()),
-    ];
+    let mut clients = [client("client.service"), client(&pod_unit())];
     // Both clients hold their sockets in CLOSE_WAIT now.
     for c in &mut clients {
         let mut said = String::new();
@@ -319,7 +259,7 @@ fn workload_counters(run: &Run) -> BTreeMap<String, f64> {
 #[test]
 fn every_event_socket_and_counter_names_the_workload_that_owns_it() {
     require_root();
-    let cgroups = Cgroups::create();
+    let cgroups = create_cgroups();
     let run = run_workload(&cgroups, &[]);
     assert_counters(
         &run,
@@ -330,7 +270,7 @@ fn every_event_socket_and_counter_names_the_workload_that_owns_it() {
 #[test]
 fn workloads_beyond_the_maximum_fold_into_other_with_totals_exact() {
     require_root();
-    let cgroups = Cgroups::create();
+    let cgroups = create_cgroups();
     // The server's workload is the busiest (both clients' connections): it alone is named.
     let run = run_workload(&cgroups, &["--max-workloads", "1"]);
     assert_counters(&run, expected_counters("web.service", "other", "other"));
@@ -339,7 +279,7 @@ fn workloads_beyond_the_maximum_fold_into_other_with_totals_exact() {
 #[test]
 fn without_attribution_every_count_is_other_and_exact() {
     require_root();
-    let cgroups = Cgroups::create();
+    let cgroups = create_cgroups();
     let run = run_workload(&cgroups, &["--max-workloads", "0"]);
     assert_counters(&run, expected_counters("other", "other", "other"));
 }

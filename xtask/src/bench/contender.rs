@@ -23,6 +23,9 @@ const IDLE_PORT: &str = "9";
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Contender {
+    /// No tracing against no tracing (an A/A comparison): its true ratio is 1, so how far its
+    /// median and interval stray from 1 is the benchmark's own resolution.
+    NoTracing,
     EmptyTpBtf,
     EmptyClassic,
     Tcpmon,
@@ -36,7 +39,8 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 8] = [
+    pub const ALL: [Contender; 9] = [
+        Contender::NoTracing,
         Contender::EmptyTpBtf,
         Contender::EmptyClassic,
         Contender::Tcpmon,
@@ -49,6 +53,7 @@ impl Contender {
 
     pub fn name(self) -> &'static str {
         match self {
+            Contender::NoTracing => "no tracing either (A/A: the benchmark's own noise)",
             Contender::EmptyTpBtf => "empty tp_btf program (tcpmon's attach type: the floor)",
             Contender::EmptyClassic => "empty classic-tracepoint program (bpftrace)",
             Contender::Tcpmon => "tcpmon agent",
@@ -88,6 +93,14 @@ pub fn attach(contender: Contender) -> anyhow::Result<Attached> {
     };
     let mut empty = None;
     let (processes, agent) = match contender {
+        Contender::NoTracing => {
+            return Ok(Attached {
+                processes: vec![],
+                _empty: None,
+                programs: vec![],
+                agent: None,
+            })
+        }
         Contender::EmptyTpBtf => {
             empty = Some(empty_program::attach()?);
             (vec![], None)

@@ -18,7 +18,7 @@ pub use self::contender::Contender;
 use self::{
     contender::{attach, Attached},
     harness::{cpu_seconds, metric, peak_rss, program_stats, scrape, start_agent, NetNs, Sysctl},
-    report::{quartiles, report},
+    report::{median_interval, report},
     storm::Workload,
 };
 
@@ -160,15 +160,25 @@ fn scrape_latency(agent: SocketAddr, n: usize) -> anyhow::Result<(f64, f64)> {
 /// Runs the benchmark. With `only` (a development aid), measures just those contenders, prints
 /// their ratios and kernel cost, and leaves docs/BENCHMARKS.md alone: the published table always
 /// has every contender.
-pub fn run(duration: Duration, rounds: usize, only: &[Contender]) -> anyhow::Result<()> {
+pub fn run(
+    duration: Duration,
+    rounds: usize,
+    only: &[Contender],
+    pinned_only: bool,
+) -> anyhow::Result<()> {
     let ns = NetNs::new()?;
     let contenders = if only.is_empty() {
         &Contender::ALL[..]
     } else {
         only
     };
-    let results = measure_all(&ns, &Setting::ALL, contenders, duration, rounds)?;
-    if !only.is_empty() {
+    let settings = if pinned_only {
+        &Setting::ALL[..1]
+    } else {
+        &Setting::ALL[..]
+    };
+    let results = measure_all(&ns, settings, contenders, duration, rounds)?;
+    if !only.is_empty() || pinned_only {
         return Ok(());
     }
     let scrapes = scrape_latencies(&ns)?;
@@ -187,7 +197,8 @@ pub fn smoke() -> anyhow::Result<()> {
     let duration = Duration::from_secs(1);
     let results = measure_all(&ns, &Setting::ALL[..2], &Contender::ALL, duration, 1)?;
     for (setting, contender, totals) in &results {
-        if totals.ratios.iter().any(|r| *r <= 0.0) || totals.runs == 0 {
+        let ran = totals.runs > 0 || *contender == Contender::NoTracing;
+        if totals.ratios.iter().any(|r| *r <= 0.0) || !ran {
             bail!(
                 "bench smoke: {} / {}: ratios {:?}, {} program runs",
                 setting.name(),
@@ -215,9 +226,9 @@ fn measure_all(
     for &setting in settings {
         for &contender in contenders {
             let totals = measure(ns, setting, contender, duration, rounds)?;
-            let (median, low, high) = quartiles(&totals.ratios);
+            let (median, low, high) = median_interval(&totals.ratios);
             eprintln!(
-                "bench: {} / {}: {median:.3} of baseline ({low:.3}-{high:.3}), {:.0} ns/transition",
+                "bench: {} / {}: {median:.3} of baseline (95% interval {low:.3}-{high:.3}), {:.0} ns/transition",
                 setting.name(),
                 contender.name(),
                 totals.run_time_ns as f64 / totals.runs.max(1) as f64

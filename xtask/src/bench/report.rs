@@ -55,16 +55,42 @@ pub fn write(generated: &str) -> anyhow::Result<()> {
     fs::write(PATH, new).with_context(|| format!("writing {PATH}"))
 }
 
-/// Median and quartiles of `values`.
-pub fn quartiles(values: &[f64]) -> (f64, f64, f64) {
+/// The median of `values` and a 95% confidence interval for it: the order statistics k and
+/// n+1-k, with k the largest rank for which a median below the k-th value has a binomial
+/// probability of at most 2.5% (distribution-free: it assumes nothing of the noise but
+/// independent pairs). With fewer than 6 values no such k exists; the interval is then the
+/// whole range.
+pub fn median_interval(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    let at = |q: f64| v.get(((v.len() - 1) as f64 * q).round() as usize).copied();
-    (
-        at(0.5).unwrap_or(0.0),
-        at(0.25).unwrap_or(0.0),
-        at(0.75).unwrap_or(0.0),
-    )
+    let n = v.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    let k = interval_rank(n);
+    (median, v[k - 1], v[n - k])
+}
+
+/// The rank k (1-based) of [`median_interval`]'s lower bound among n sorted values.
+pub fn interval_rank(n: usize) -> usize {
+    // P(Binomial(n, 1/2) < k), summed term by term in floating point (n is small).
+    let mut below = 0.0;
+    let mut term = 0.5f64.powi(n as i32); // P(X = 0)
+    let mut k = 1;
+    for j in 0..n {
+        below += term;
+        if below > 0.025 {
+            break;
+        }
+        k = j + 1;
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    k.min(n.div_ceil(2))
 }
 
 pub fn report(
@@ -81,18 +107,22 @@ pub fn report(
     writeln!(r, "{}", machine()?)?;
     writeln!(
         r,
-        "\nEach cell: connections/s with the contender over connections/s without tracing, the median of {rounds} interleaved pairs of {} s runs (no tracing, contender, no tracing, ...) with `kernel.bpf_stats_enabled=0`, and in brackets the quartiles. \"1 CPU\": one thread pinned to one CPU (client, server and their softirqs), the setting of the targets.\n",
-        duration.as_secs()
+        "\nEach cell: connections/s with the contender over connections/s without tracing, the median of {rounds} interleaved pairs of {} s runs (no tracing, contender, no tracing, ...) with `kernel.bpf_stats_enabled=0`, and in brackets its 95% confidence interval (order statistics of the pairs' ratios: two contenders whose intervals do not overlap differ). \"1 CPU\": one thread pinned to one CPU (client, server and their softirqs), the setting of the targets. The first row compares no tracing with itself: how far it strays from 1.000 is what this run can resolve.\n",
+        duration.as_secs_f64()
     )?;
     write!(r, "| contender |")?;
     for s in &settings {
         write!(r, " {} |", s.name())?;
     }
     writeln!(r, "\n|---|{}", "---|".repeat(settings.len()))?;
-    for c in Contender::ALL {
+    let contenders: Vec<Contender> = Contender::ALL
+        .into_iter()
+        .filter(|c| results.iter().any(|(_, rc, _)| rc == c))
+        .collect();
+    for &c in &contenders {
         write!(r, "| {} |", c.name())?;
         for s in &settings {
-            let (median, low, high) = quartiles(&find(results, *s, c).ratios);
+            let (median, low, high) = median_interval(&find(results, *s, c).ratios);
             write!(r, " {median:.3} ({low:.2}-{high:.2}) |")?;
         }
         writeln!(r)?;
@@ -103,7 +133,7 @@ pub fn report(
     )?;
     writeln!(r, "| contender | kernel ns/transition, 1 CPU | all settings | CPU s per million transitions | peak RSS | tail events lost |")?;
     writeln!(r, "|---|---|---|---|---|---|")?;
-    for c in Contender::ALL {
+    for &c in contenders.iter().filter(|c| **c != Contender::NoTracing) {
         let (mut time, mut runs, mut cpu, mut rss, mut lost) = (0, 0, 0.0, 0, 0.0);
         for (_, _, t) in results.iter().filter(|(_, contender, _)| *contender == c) {
             time += t.run_time_ns;
@@ -152,4 +182,23 @@ fn find(results: &Results, s: Setting, c: Contender) -> &Totals {
         .find(|(rs, rc, _)| *rs == s && *rc == c)
         .map(|(_, _, t)| t)
         .expect("every pair measured")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_interval_uses_the_binomial_ranks() {
+        // Known ranks of the 95% interval of a median: n=6 -> 1, n=12 -> 3, n=20 -> 6,
+        // n=40 -> 14 (tables of the sign test).
+        assert_eq!(interval_rank(6), 1);
+        assert_eq!(interval_rank(12), 3);
+        assert_eq!(interval_rank(20), 6);
+        assert_eq!(interval_rank(40), 14);
+        assert_eq!(interval_rank(1), 1);
+        let values: Vec<f64> = (1..=12).map(f64::from).collect();
+        assert_eq!(median_interval(&values), (6.5, 3.0, 10.0));
+        assert_eq!(median_interval(&[2.0]), (2.0, 2.0, 2.0));
+    }
 }

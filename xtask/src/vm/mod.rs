@@ -29,7 +29,9 @@ use self::results::{read_results, report_failures, Outcome};
 /// stop (`agent_metrics`, `handshake_failures`, `initiators`), every namespace found
 /// (`namespaces`), the tail's ring buffer with filters and a stalled client (`tail`), dropping
 /// to two capabilities after attaching
-/// (`least_privilege`), maps pinned on a BPF file system surviving a restart (`pin`), and
+/// (`least_privilege`), maps pinned on a BPF file system surviving a restart (`pin`), the
+/// socket's cgroup read on that kernel and named (`workloads`; the test mounts cgroup2 where
+/// the guest has no mount), and
 /// exactness with zero missed runs under a storm of 2,000 connections (`storm`, a hundredth
 /// of the host's: with a tenth, a 5.10 guest reset about 1% of the connections it closed, real
 /// resets that tcpmon counted as such, but not what the test's ground truth says) and a
@@ -38,7 +40,7 @@ use self::results::{read_results, report_failures, Outcome};
 /// robustness, HTTP, TLS and held-sockets tests stay on the host: their workloads of thousands
 /// of connections take minutes under software emulation, and `sockets.rs` times dwells
 /// against a wall clock that a slow guest overshoots.
-pub const TESTS: [&str; 13] = [
+pub const TESTS: [&str; 14] = [
     "agent_metrics",
     "handshake_failures",
     "listen_queues",
@@ -48,6 +50,7 @@ pub const TESTS: [&str; 13] = [
     "initiators",
     "namespaces",
     "tail",
+    "workloads",
     "least_privilege",
     "pin",
     "storm",
@@ -69,8 +72,15 @@ const TIME_SCALE: u32 = 4;
 /// too tight.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// The kernels asked for (all of the matrix if none), each booted in turn.
-pub fn run(versions: &[String]) -> anyhow::Result<Vec<Outcome>> {
+/// The kernels asked for (all of the matrix if none), each booted in turn, running the
+/// `modules` asked for (all of [`TESTS`] if none).
+pub fn run(versions: &[String], modules: &[String]) -> anyhow::Result<Vec<Outcome>> {
+    if let Some(unknown) = modules.iter().find(|m| !TESTS.contains(&m.as_str())) {
+        bail!(
+            "unknown test module {unknown}: choose from {}",
+            TESTS.join(", ")
+        );
+    }
     crate::setup::vm_tools()?;
     let mut kernels = Vec::new();
     let defaults: Vec<String> = kernels::KERNELS
@@ -87,7 +97,10 @@ pub fn run(versions: &[String]) -> anyhow::Result<Vec<Outcome>> {
         })?;
         kernels.push(kernels::ensure(known, suite)?);
     }
-    let binaries = build_tests()?;
+    let binaries: Vec<(String, PathBuf)> = build_tests()?
+        .into_iter()
+        .filter(|(module, _)| modules.is_empty() || modules.contains(module))
+        .collect();
     let mut outcomes = Vec::new();
     for kernel in kernels {
         let outcome = boot(kernel, &binaries)?;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::tail::event::Event;
 
 /// The table's header line.
-pub const TABLE_HEADER: &str = "TIME(UTC)       PID     COMM             LOCAL                  REMOTE                 OLDSTATE    -> NEWSTATE          MS";
+pub const TABLE_HEADER: &str = "TIME(UTC)       PID     COMM             LOCAL                  REMOTE                 OLDSTATE    -> NEWSTATE          MS WORKLOAD";
 
 /// One table row.
 pub fn table_row(e: &Event) -> String {
@@ -14,8 +14,11 @@ pub fn table_row(e: &Event) -> String {
     let comm = e.comm.as_deref().unwrap_or("-");
     let ms =
         e.ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}"));
+    // The workload last: its width varies most (`host`, `NAMESPACE/POD`), and a column at the
+    // end needs no padding.
+    let workload = e.workload.as_deref().unwrap_or("-");
     format!(
-        "{time:<15} {pid:<7} {comm:<16} {:<22} {:<22} {:<11} -> {:<11} {ms:>8}",
+        "{time:<15} {pid:<7} {comm:<16} {:<22} {:<22} {:<11} -> {:<11} {ms:>8} {workload}",
         endpoint(e.local, e.local_port),
         endpoint(e.remote, e.remote_port),
         e.old_state.name(),
@@ -76,19 +79,20 @@ mod tests {
     fn table_rows_line_up_with_the_header() {
         assert_eq!(
             table_row(&sample()),
-            "05:23:43.123    4242    curl             127.0.0.1:41234        127.0.0.1:8080         SYN_SENT    -> ESTABLISHED    0.053"
+            "05:23:43.123    4242    curl             127.0.0.1:41234        127.0.0.1:8080         SYN_SENT    -> ESTABLISHED    0.053 curl.service"
         );
         let softirq = Event {
             pid: None,
             comm: None,
             ms: None,
+            workload: None,
             local: "::1".parse().unwrap(),
             remote: "::1".parse().unwrap(),
             ..sample()
         };
         assert_eq!(
             table_row(&softirq),
-            "05:23:43.123    -       -                [::1]:41234            [::1]:8080             SYN_SENT    -> ESTABLISHED        -"
+            "05:23:43.123    -       -                [::1]:41234            [::1]:8080             SYN_SENT    -> ESTABLISHED        - -"
         );
         assert_eq!(
             TABLE_HEADER.find("LOCAL"),
@@ -97,6 +101,10 @@ mod tests {
         assert_eq!(
             TABLE_HEADER.find("OLDSTATE"),
             table_row(&sample()).find("SYN_SENT")
+        );
+        assert_eq!(
+            TABLE_HEADER.find("WORKLOAD"),
+            table_row(&sample()).find("curl.service")
         );
     }
 

@@ -60,7 +60,7 @@ impl Timelines {
     }
 }
 
-/// One connection's line: `time local → remote pid: step dt → step dt → ... [outcome]`.
+/// One connection's line: `time local → remote pid COMM in WORKLOAD: step dt → ... [outcome]`.
 pub fn render(events: &[Event]) -> String {
     render_with(events, &[])
 }
@@ -83,6 +83,12 @@ pub fn render_with(events: &[Event], syn_again_ns: &[u64]) -> String {
             ))
         })
         .unwrap_or_else(|| "pid -".to_string());
+    // The socket's workload is the same on every event; an event of a kernel that gave no
+    // cgroup has none.
+    let owner = match events.iter().find_map(|e| e.workload.as_deref()) {
+        Some(workload) => format!("{owner} in {workload}"),
+        None => owner,
+    };
     let mut line = format!(
         "{} {} → {} {owner}: ",
         first.time.get(11..23).unwrap_or(&first.time),

@@ -165,3 +165,24 @@ fn syns_sent_again_are_counted_with_their_times_from_the_first() {
     );
     assert!(t.retransmits.is_empty(), "forgotten once printed");
 }
+
+#[test]
+fn the_owner_names_the_workload_when_the_kernel_gave_one() {
+    let mut events = connection(&[
+        (Close, SynSent, 0, 0),
+        (SynSent, Established, 1130, 0),
+        (Established, FinWait1, 5_201_130, 0),
+        (FinWait1, FinWait2, 5_201_180, 0),
+        (FinWait2, Close, 5_213_180, 0),
+    ]);
+    for e in &mut events {
+        e.workload = Some("shop/checkout-5d8f".into());
+    }
+    assert!(
+        render(&events).starts_with(
+            "05:23:43.123 127.0.0.1:41234 → 127.0.0.1:8080 pid 4242 curl in shop/checkout-5d8f: SYN 1.13 ms"
+        ),
+        "{}",
+        render(&events)
+    );
+}

@@ -2,6 +2,7 @@
 //! agent, both removed on drop (even when the test fails), and a scrape parser.
 
 pub mod artefacts;
+pub mod cgroups;
 pub mod held;
 pub mod hidden;
 pub mod identities;

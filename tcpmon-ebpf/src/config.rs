@@ -81,6 +81,9 @@ pub static SK_CGRP_OFFSET: u32 = 0;
 pub static CGROUP_KN_OFFSET: u32 = 0;
 #[no_mangle]
 pub static KN_ID_OFFSET: u32 = 0;
+/// 1 where `sk_cgrp_data.cgroup` is a typed pointer (5.15+): read with plain loads.
+#[no_mangle]
+pub static CGROUP_TYPED: u32 = 0;
 /// 1 to count handshakes and teardowns per socket cgroup (the `workload` label), 0 not to
 /// (`--max-workloads 0`: no cgroup is read, everything counts as workload "other").
 #[no_mangle]

@@ -4,8 +4,8 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use tcpmon_common::AF_INET;
 
 use crate::config::{
-    global, CGROUP_KN_OFFSET, KN_ID_OFFSET, SK_CGRP_OFFSET, SK_DADDR_OFFSET, SK_RCV_SADDR_OFFSET,
-    SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET,
+    global, CGROUP_KN_OFFSET, CGROUP_TYPED, KN_ID_OFFSET, SK_CGRP_OFFSET, SK_DADDR_OFFSET,
+    SK_RCV_SADDR_OFFSET, SK_V6_DADDR_OFFSET, SK_V6_RCV_SADDR_OFFSET,
 };
 
 /// Reads the member of a kernel struct at `*offset` bytes into `base`, a pointer the verifier
@@ -88,7 +88,29 @@ fn in6_words(sk: *const u8, offset: &'static u32) -> [u32; 4] {
 /// The id of the socket's cgroup v2 (its kernfs node's id: the inode number of the cgroup's
 /// directory), 0 if unknown. Set when the socket was created, by the process that created it,
 /// and copied from the listener to its children: the owner of the socket, not the task that
-/// happens to be current (most transitions run in softirq).
+/// happens to be current (most transitions run in softirq). `sk` must be the tracepoint's
+/// `struct sock *` (the verifier knows it as such); [`socket_cgroup_id`] reads any socket.
+#[inline(always)]
+pub fn sock_cgroup_id(sk: *const u8) -> u64 {
+    if global(&SK_CGRP_OFFSET) != 0 && global(&CGROUP_TYPED) != 0 {
+        // 5.15+: `sk_cgrp_data.cgroup` and `cgroup.kn` are typed pointers, so the verifier
+        // lets the program follow them with plain loads (a bad address reads as 0), where a
+        // helper read costs a call. On older kernels this branch is dead code to the verifier.
+        let cgroup: *const u8 = sock_field(sk, &SK_CGRP_OFFSET);
+        if cgroup.is_null() {
+            return 0;
+        }
+        let kn: *const u8 = sock_field(cgroup, &CGROUP_KN_OFFSET);
+        if kn.is_null() {
+            return 0;
+        }
+        return sock_field(kn, &KN_ID_OFFSET);
+    }
+    socket_cgroup_id(sk)
+}
+
+/// [`sock_cgroup_id`] of a socket given as any pointer (the socket iterator's
+/// `struct sock_common *`), through helper reads.
 #[inline(always)]
 pub fn socket_cgroup_id(sk: *const u8) -> u64 {
     let offset = global(&SK_CGRP_OFFSET);

@@ -63,7 +63,9 @@ pub struct Transition {
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if let (Some(t), Some(state)) = (transition(&ctx), reentry::this_cpu()) {
-        let now = reentry::accounting(state, |row| account(&Transition { row, ..t }));
+        let row = reentry::enter(state);
+        let now = account(&Transition { row, ..t });
+        reentry::leave(state, row);
         reentry::push(state, Key::of(t.sk, t.old, t.new), now);
     }
     0
@@ -87,10 +89,10 @@ pub fn inet_sock_set_state_cover(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     if !reentry::take_below(state, key) {
-        reentry::accounting(state, |row| {
-            reentry::count_covered(row);
-            account(&Transition { row, ..t })
-        });
+        let row = reentry::enter(state);
+        reentry::count_covered(row);
+        account(&Transition { row, ..t });
+        reentry::leave(state, row);
     }
     0
 }

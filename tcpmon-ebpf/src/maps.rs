@@ -89,6 +89,11 @@ impl Row {
     /// A run that interrupted another one in the middle of its updates.
     pub const NESTED: Row = Row(1);
 
+    #[inline(always)]
+    pub fn is_own(self) -> bool {
+        self.0 == 0
+    }
+
     /// The map index of slot `index` of a map with `slots` slots per row; `None` out of range,
     /// so that a bad index never lands in the other row.
     #[inline(always)]

@@ -92,24 +92,32 @@ pub fn this_cpu() -> Option<&'static mut Reentry> {
     REENTRY.get_ptr_mut(0).map(|r| unsafe { &mut *r })
 }
 
-/// Runs `account` with the row it may update: its own, or the nested row if another run's
-/// accounting is in progress on this CPU.
+/// Starts accounting a transition: the row it may update, its own, or the nested row if
+/// another run's accounting is in progress on this CPU. [`leave`] ends it. Not a function
+/// that takes the accounting as a closure: LLVM made that closure a BPF-to-BPF function,
+/// a call and a return on every transition.
 #[inline(always)]
-pub fn accounting<R>(state: &mut Reentry, account: impl FnOnce(Row) -> R) -> R {
+pub fn enter(state: &mut Reentry) -> Row {
     // SAFETY: volatile so the compiler neither caches the flag nor merges the two writes: a
     // nested run reads it between them.
     let nested = unsafe { core::ptr::read_volatile(&state.busy) } != 0;
     if nested {
         // First, so that a scrape that sees no nested run yet may skip the second rows.
         COUNTERS.increment(Row::NESTED, counter::NESTED_RUNS);
-        return account(Row::NESTED);
+        return Row::NESTED;
     }
     // SAFETY: as above.
     unsafe { core::ptr::write_volatile(&mut state.busy, 1) };
-    let result = account(Row::OWN);
-    // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(&mut state.busy, 0) };
-    result
+    Row::OWN
+}
+
+/// Ends the accounting [`enter`] started in `row`.
+#[inline(always)]
+pub fn leave(state: &mut Reentry, row: Row) {
+    if row.is_own() {
+        // SAFETY: as in `enter`.
+        unsafe { core::ptr::write_volatile(&mut state.busy, 0) };
+    }
 }
 
 /// The main program's last step: "this transition was accounted".

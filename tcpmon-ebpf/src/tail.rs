@@ -137,7 +137,7 @@ pub fn emit(sk: *const u8, t: &Transition, tracked: &Tracked, kind: u8) {
         (*event).ts_ns = tracked.now;
         (*event).skaddr = t.sk as u64;
         (*event).dwell_ns = tracked.dwell_ns;
-        (*event).cgroup_id = crate::kernel::socket_cgroup_id(sk);
+        (*event).cgroup_id = crate::kernel::sock_cgroup_id(sk);
         (*event).comm = tracked.owner.comm;
         (*event).pid = tracked.owner.pid;
         (*event).oldstate = t.old;

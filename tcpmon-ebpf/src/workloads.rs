@@ -7,7 +7,7 @@ use tcpmon_common::workload;
 
 use crate::{
     config::{global, ATTRIBUTE_WORKLOADS},
-    kernel::socket_cgroup_id,
+    kernel::sock_cgroup_id,
     maps::{hash_add, WORKLOADS, WORKLOAD_UNCOUNTED},
     Transition,
 };
@@ -21,7 +21,7 @@ pub fn count(t: &Transition, what: u32, index: u32) {
         return;
     }
     let key = workload::Key {
-        cgroup_id: socket_cgroup_id(t.sk),
+        cgroup_id: sock_cgroup_id(t.sk),
         what,
         index,
     };

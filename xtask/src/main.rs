@@ -66,6 +66,19 @@ enum Task {
         #[arg(long, value_enum)]
         only: Vec<bench::Contender>,
     },
+    /// Compare builds of the agent by their programs' kernel time per transition, relative to
+    /// an empty program attached at the same time (pinned storm, server closes first; as root).
+    ProgramCost {
+        /// An agent binary (`target/release/tcpmon`, a copy of another build); repeat.
+        #[arg(long = "agent", value_name = "PATH", required = true)]
+        agents: Vec<String>,
+        /// Alternations of the agents.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// How long each storm runs, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Run the soak test for N minutes (as root): every workload mixed, sockets the program
     /// never sees open, a socket map too small; memory, descriptors and counters must hold.
     Soak {
@@ -138,6 +151,18 @@ fn main() -> anyhow::Result<()> {
                 &only,
                 pinned_only,
             )
+        }
+        Task::ProgramCost {
+            agents,
+            rounds,
+            seconds,
+        } => {
+            if !(seconds > 0.0 && seconds <= 3600.0) || rounds == 0 {
+                bail!("--seconds must be above 0 (at most 3600) and --rounds at least 1");
+            }
+            setup::toolchain()?;
+            setup::bench_tools()?;
+            bench::program_cost::run(&agents, rounds, std::time::Duration::from_secs_f64(seconds))
         }
         Task::Soak { minutes } => {
             soak::require_root()?;

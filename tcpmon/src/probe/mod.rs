@@ -116,6 +116,11 @@ impl Probe {
                 true,
             )
             .override_global("KN_ID_OFFSET", &o.cgroup.map_or(0, |c| c.kn_id), true)
+            .override_global(
+                "CGROUP_TYPED",
+                &o.cgroup.map_or(0u32, |c| u32::from(c.typed)),
+                true,
+            )
             .override_global("ATTRIBUTE_WORKLOADS", &attribute, true)
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)

@@ -137,6 +137,10 @@ pub struct CgroupOffsets {
     pub sk_cgrp_data: u32,
     pub cgroup_kn: u32,
     pub kn_id: u32,
+    /// `sk_cgrp_data.cgroup` is a typed `struct cgroup *` (5.15+): the program follows it, and
+    /// `kn`, with plain loads the verifier checks against BTF, instead of three helper reads of
+    /// the untyped union word.
+    pub typed: bool,
 }
 
 impl CgroupOffsets {
@@ -145,6 +149,9 @@ impl CgroupOffsets {
             sk_cgrp_data: btf.member_offset("sock", &["sk_cgrp_data"]).ok()?,
             cgroup_kn: btf.member_offset("cgroup", &["kn"]).ok()?,
             kn_id: btf.member_offset("kernfs_node", &["id"]).ok()?,
+            typed: btf
+                .member_offset("sock", &["sk_cgrp_data", "cgroup"])
+                .is_ok(),
         })
     }
 }

@@ -133,7 +133,9 @@ fn fifty_workloads_on_fifty_ports_stay_within_the_series_budget() {
         // A transition the kernel hid from BPF (hidden.rs) may be missing, nothing else.
         assert!(
             got <= n && got + hidden.count() as f64 >= n,
-            "{prefix}: {got} of {n}"
+            "{prefix}: {got} of {n}, {} hidden; every total: {:?}",
+            hidden.count(),
+            wanted.map(|(p, _)| total(&scrape, p))
         );
     }
 

@@ -172,8 +172,13 @@ pub fn peak_rss(pid: u32) -> u64 {
 
 /// Starts `tcpmon agent` with `args`; returns it, its program id and its address.
 pub fn start_agent(args: &[&str]) -> anyhow::Result<(Process, u32, SocketAddr)> {
+    start_agent_from(TCPMON, args)
+}
+
+/// [`start_agent`] with the agent binary at `binary` (another build, for a comparison).
+pub fn start_agent_from(binary: &str, args: &[&str]) -> anyhow::Result<(Process, u32, SocketAddr)> {
     let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let mut child = Command::new(TCPMON)
+    let mut child = Command::new(binary)
         .args([
             "agent",
             "--listen",
@@ -184,7 +189,7 @@ pub fn start_agent(args: &[&str]) -> anyhow::Result<(Process, u32, SocketAddr)> 
         .args(args)
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting target/release/tcpmon")?;
+        .with_context(|| format!("starting {binary}"))?;
     let stderr = child.stderr.take().context("agent stderr")?;
     let agent = Process(child);
     // The start-up line, after any notes about the kernel (such as the one on kernels that

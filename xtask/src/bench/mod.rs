@@ -3,6 +3,7 @@
 pub mod contender;
 pub mod empty_program;
 pub mod harness;
+pub mod program_cost;
 pub mod report;
 pub mod storm;
 pub mod tail_rate;
@@ -23,7 +24,9 @@ use self::{
 };
 
 const WORKERS: usize = 2;
-const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+pub const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+/// Runs with `kernel.bpf_stats_enabled=1` per (setting, contender); the median is reported.
+const STATS_RUNS: usize = 3;
 
 /// A workload and how it runs: pinned to one CPU in one thread, or in two threads.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,8 +91,8 @@ pub struct Totals {
 
 /// Connection rates with `kernel.bpf_stats_enabled=0` (the stats' two clock reads per run
 /// cost every contender 20-60 ns), in `rounds` interleaved pairs (no tracing, then the
-/// contender, attached for its run only), so that drift cancels out; then one run with the
-/// stats on for the kernel's ns per transition and the contender's CPU.
+/// contender, attached for its run only), so that drift cancels out; then runs with the
+/// stats on for the kernel's ns per transition and the contender's CPU (the median run).
 fn measure(
     ns: &NetNs,
     setting: Setting,
@@ -117,13 +120,24 @@ fn measure(
             .map(|p| cpu_seconds(p.pid()))
             .sum::<f64>()
     };
-    let (time0, runs0) = program_stats(&attached.programs)?;
-    let cpu0 = cpu(&attached);
-    setting.storm(ns, duration)?;
-    let (time1, runs1) = program_stats(&attached.programs)?;
-    totals.cpu_seconds = cpu(&attached) - cpu0;
-    totals.run_time_ns = time1 - time0;
-    totals.runs = runs1 - runs0;
+    // Several runs, the median one kept: a single run's ns per transition strayed by up to a
+    // third on a noisy machine.
+    let mut samples = Vec::new();
+    for _ in 0..STATS_RUNS {
+        let (time0, runs0) = program_stats(&attached.programs)?;
+        let cpu0 = cpu(&attached);
+        setting.storm(ns, duration)?;
+        let (time1, runs1) = program_stats(&attached.programs)?;
+        samples.push((time1 - time0, runs1 - runs0, cpu(&attached) - cpu0));
+    }
+    samples.sort_by(|a, b| {
+        let per = |s: &(u64, u64, f64)| s.0 as f64 / s.1.max(1) as f64;
+        per(a).total_cmp(&per(b))
+    });
+    let (time, runs, cpu_seconds) = samples[samples.len() / 2];
+    totals.cpu_seconds = cpu_seconds;
+    totals.run_time_ns = time;
+    totals.runs = runs;
     totals.peak_rss = attached
         .processes
         .iter()
@@ -233,6 +247,10 @@ fn measure_all(
                 contender.name(),
                 totals.run_time_ns as f64 / totals.runs.max(1) as f64
             );
+            let mut sorted = totals.ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            let sorted: Vec<String> = sorted.iter().map(|r| format!("{r:.3}")).collect();
+            eprintln!("bench:   every pair's ratio, sorted: {}", sorted.join(" "));
             results.push((setting, contender, totals));
         }
     }

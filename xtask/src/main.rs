@@ -69,7 +69,9 @@ enum Task {
     /// Compare builds of the agent by their programs' kernel time per transition, relative to
     /// an empty program attached at the same time (pinned storm, server closes first; as root).
     ProgramCost {
-        /// An agent binary (`target/release/tcpmon`, a copy of another build); repeat.
+        /// An agent binary (`target/release/tcpmon`, a copy of another build), optionally
+        /// with arguments for `tcpmon agent` (`"target/release/tcpmon --max-workloads 0"`);
+        /// repeat.
         #[arg(long = "agent", value_name = "PATH", required = true)]
         agents: Vec<String>,
         /// Alternations of the agents.
@@ -139,30 +141,21 @@ fn main() -> anyhow::Result<()> {
             only,
             pinned_only,
         } => {
-            if !(seconds > 0.0 && seconds <= 3600.0) || rounds == 0 {
-                bail!("--seconds must be above 0 (at most 3600) and --rounds at least 1");
-            }
+            let duration = run_length(seconds, rounds)?;
             setup::toolchain()?;
             setup::bench_tools()?;
             cargo(&["build", "--release", "--package", "tcpmon"])?;
-            bench::run(
-                std::time::Duration::from_secs_f64(seconds),
-                rounds,
-                &only,
-                pinned_only,
-            )
+            bench::run(duration, rounds, &only, pinned_only)
         }
         Task::ProgramCost {
             agents,
             rounds,
             seconds,
         } => {
-            if !(seconds > 0.0 && seconds <= 3600.0) || rounds == 0 {
-                bail!("--seconds must be above 0 (at most 3600) and --rounds at least 1");
-            }
+            let duration = run_length(seconds, rounds)?;
             setup::toolchain()?;
             setup::bench_tools()?;
-            bench::program_cost::run(&agents, rounds, std::time::Duration::from_secs_f64(seconds))
+            bench::program_cost::run(&agents, rounds, duration)
         }
         Task::Soak { minutes } => {
             soak::require_root()?;
@@ -177,6 +170,14 @@ fn main() -> anyhow::Result<()> {
             bench::tail_rate::run(std::time::Duration::from_secs(seconds))
         }
     }
+}
+
+/// A benchmark's `--seconds` per run as a duration, if it and `--rounds` make sense.
+fn run_length(seconds: f64, rounds: usize) -> anyhow::Result<std::time::Duration> {
+    if !(seconds > 0.0 && seconds <= 3600.0) || rounds == 0 {
+        bail!("--seconds must be above 0 (at most 3600) and --rounds at least 1");
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// Prints the kernel matrix (this machine's line first, if any); fails if a kernel failed.

@@ -25,7 +25,10 @@ pub fn run(agents: &[String], rounds: usize, duration: Duration) -> anyhow::Resu
     for round in 1..=rounds {
         for (agent, ratios) in agents.iter().zip(&mut ratios) {
             let before = program_ids()?;
-            let (process, _, _) = start_agent_from(agent, &[])?;
+            let mut words = agent.split_whitespace();
+            let binary = words.next().unwrap_or_default();
+            let args: Vec<&str> = words.collect();
+            let (process, _, _) = start_agent_from(binary, &args)?;
             let programs = new_programs(&before)?;
             let (ref0, ref_runs0) = program_stats(&reference)?;
             let (own0, runs0) = program_stats(&programs)?;

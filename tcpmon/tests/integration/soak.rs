@@ -259,7 +259,7 @@ fn assert_exact(
     }
     assert_eq!(observed.transitions, expected.transitions, "transitions");
     assert_eq!(observed.handshakes, expected.handshakes, "handshakes");
-    assert_eq!(observed.teardowns, expected.teardowns, "teardowns");
+    crate::support::kernel_resets::assert_teardowns(ns, &observed, expected);
     assert_eq!(
         last.get("tcpmon_tracked_sockets"),
         0.0,

@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod held;
 pub mod hidden;
 pub mod identities;
+pub mod kernel_resets;
 pub mod mix;
 pub mod tls;
 pub mod watch;

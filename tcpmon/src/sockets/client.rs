@@ -160,9 +160,9 @@ mod tests {
             connection: "ffff1".into(),
             family: "inet".into(),
             state: "CLOSE_WAIT".into(),
-            local: "127.0.0.1".parse().unwrap(),
+            local: "127.0.0.1".parse().expect("an address"),
             local_port: 8083,
-            remote: "127.0.0.1".parse().unwrap(),
+            remote: "127.0.0.1".parse().expect("an address"),
             remote_port: 48652,
             age_seconds: Some(7.8),
             inode: Some(1),
@@ -177,8 +177,8 @@ mod tests {
             ..socket.clone()
         };
         let mut out = Vec::new();
-        print(&[socket, orphan], SocketsFormat::Table, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        print(&[socket, orphan], SocketsFormat::Table, &mut out).expect("a Vec takes writes");
+        let text = String::from_utf8(out).expect("the table is UTF-8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "STATE              AGE  LOCAL                        REMOTE                           PID  COMM             WORKLOAD");
         assert_eq!(lines[1], "CLOSE_WAIT        7.8s  127.0.0.1:8083               127.0.0.1:48652                 1755  python3          web.service");

@@ -112,8 +112,12 @@ fn measure(
             totals.ratios.push(traced as f64 / baseline.max(1) as f64);
         }
     }
-    let _on = Sysctl::set(STATS_SYSCTL, "1")?;
     let attached = attach(contender)?;
+    if attached.programs.is_empty() {
+        // No tracing at all (the A/A contender): no kernel cost to measure.
+        return Ok(totals);
+    }
+    let _on = Sysctl::set(STATS_SYSCTL, "1")?;
     let cpu = |a: &Attached| {
         a.processes
             .iter()

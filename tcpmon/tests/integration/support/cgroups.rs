@@ -57,24 +57,19 @@ impl Cgroups {
     /// Runs `script` with python3 in `ns`, as a process of cgroup `unit` (joined before
     /// `ip netns exec`, which remounts /sys), stdin and stdout piped.
     pub fn python_in(&self, unit: &str, ns: &NetNs, script: &str) -> Child {
-        python_in(&self.unit(unit), ns, script)
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
+                self.unit(unit).display(),
+                ns.name
+            ))
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn python3")
     }
-}
-
-/// [`Cgroups::python_in`] for any cgroup directory.
-pub fn python_in(cgroup: &Path, ns: &NetNs, script: &str) -> Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
-            cgroup.display(),
-            ns.name
-        ))
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn python3")
 }
 
 impl Drop for Cgroups {

@@ -81,6 +81,24 @@ enum Task {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// The connection rate with each agent's programs attached over the rate without, in short
+    /// blocks alternating within one pinned storm (and the same for nothing, and for an empty
+    /// program): resolves about 1%, where `bench` resolves about 3% (as root).
+    RateBlocks {
+        /// An agent binary, optionally with arguments for `tcpmon agent`; repeat.
+        #[arg(
+            long = "agent",
+            value_name = "PATH",
+            default_value = "target/release/tcpmon"
+        )]
+        agents: Vec<String>,
+        /// How long each contender is measured, in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// How long each block runs, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        block_ms: u64,
+    },
     /// Run the soak test for N minutes (as root): every workload mixed, sockets the program
     /// never sees open, a socket map too small; memory, descriptors and counters must hold.
     Soak {
@@ -156,6 +174,20 @@ fn main() -> anyhow::Result<()> {
             setup::toolchain()?;
             setup::bench_tools()?;
             bench::program_cost::run(&agents, rounds, duration)
+        }
+        Task::RateBlocks {
+            agents,
+            seconds,
+            block_ms,
+        } => {
+            let total = run_length(seconds, 1)?;
+            if block_ms == 0 || block_ms as f64 > seconds * 500.0 {
+                bail!("--block-ms must be above 0 and at most half of --seconds");
+            }
+            setup::toolchain()?;
+            setup::bench_tools()?;
+            let block = std::time::Duration::from_millis(block_ms);
+            bench::rate_blocks::run(&agents, total, block).map(drop)
         }
         Task::Soak { minutes } => {
             soak::require_root()?;

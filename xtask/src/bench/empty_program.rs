@@ -11,6 +11,7 @@ use super::harness::command;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_TRACE_RAW_TP: u32 = 23;
 /// The typedef the kernel's BTF declares for the tracepoint: the program's attach point.
@@ -59,6 +60,16 @@ pub struct EmptyProgram {
 }
 
 pub fn attach() -> anyhow::Result<EmptyProgram> {
+    let program = load()?;
+    let link = attach_program(&program).context("attaching the empty program")?;
+    Ok(EmptyProgram {
+        _program: program,
+        _link: link,
+    })
+}
+
+/// Loads the empty program without attaching it.
+pub fn load() -> anyhow::Result<OwnedFd> {
     // r0 = 0; exit
     let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]), 0x95];
     let license = c"GPL";
@@ -74,17 +85,25 @@ pub fn attach() -> anyhow::Result<EmptyProgram> {
         attach_btf_id: attach_btf_id()?,
         ..ProgLoad::default()
     };
-    let program = bpf(BPF_PROG_LOAD, &attr).context("loading the empty program")?;
+    bpf(BPF_PROG_LOAD, &attr).context("loading the empty program")
+}
+
+/// Attaches a loaded `tp_btf` program (this one, or one of the agent's) to its tracepoint:
+/// it runs after the programs attached before it. Closing the link detaches it.
+pub fn attach_program(program: &OwnedFd) -> anyhow::Result<OwnedFd> {
     let open = RawTracepointOpen {
         name: 0,
         prog_fd: program.as_raw_fd() as u32,
         _pad: 0,
     };
-    let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &open).context("attaching the empty program")?;
-    Ok(EmptyProgram {
-        _program: program,
-        _link: link,
-    })
+    bpf(BPF_RAW_TRACEPOINT_OPEN, &open)
+}
+
+/// A descriptor of the loaded program with this id (`BPF_PROG_GET_FD_BY_ID`): it stays
+/// loaded while the descriptor is open, even after the process that loaded it exits.
+pub fn program_by_id(id: u32) -> anyhow::Result<OwnedFd> {
+    let attr: [u32; 3] = [id, 0, 0];
+    bpf(BPF_PROG_GET_FD_BY_ID, &attr).with_context(|| format!("opening program {id}"))
 }
 
 /// The BTF type id of the tracepoint's typedef in the kernel's BTF, as bpftool lists it

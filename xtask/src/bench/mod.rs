@@ -4,6 +4,7 @@ pub mod contender;
 pub mod empty_program;
 pub mod harness;
 pub mod program_cost;
+pub mod rate_blocks;
 pub mod report;
 pub mod storm;
 pub mod tail_rate;
@@ -228,6 +229,13 @@ pub fn smoke() -> anyhow::Result<()> {
     }
     let scrapes = scrape_latencies(&ns)?;
     println!("{}", report(&results, scrapes, duration, 1)?);
+    // rate-blocks makes its own namespace, of the same name.
+    drop(ns);
+    let agent = [harness::TCPMON.to_string()];
+    let medians = rate_blocks::run(&agent, duration, Duration::from_millis(50))?;
+    if medians.iter().any(|m| *m <= 0.0) {
+        bail!("bench smoke: rate-blocks medians {medians:?}");
+    }
     Ok(())
 }
 

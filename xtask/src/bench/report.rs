@@ -78,6 +78,11 @@ pub fn median_interval(values: &[f64]) -> (f64, f64, f64) {
 
 /// The rank k (1-based) of [`median_interval`]'s lower bound among n sorted values.
 pub fn interval_rank(n: usize) -> usize {
+    if n > 1000 {
+        // 0.5^n underflows below; the binomial is as good as normal here.
+        let k = n as f64 / 2.0 - 0.98 * (n as f64).sqrt();
+        return (k.floor() as usize).max(1);
+    }
     // P(Binomial(n, 1/2) < k), summed term by term in floating point (n is small).
     let mut below = 0.0;
     let mut term = 0.5f64.powi(n as i32); // P(X = 0)
@@ -197,6 +202,8 @@ mod tests {
         assert_eq!(interval_rank(20), 6);
         assert_eq!(interval_rank(40), 14);
         assert_eq!(interval_rank(1), 1);
+        // Past 1,000 pairs, the normal approximation: n/2 - 1.96 sqrt(n)/2.
+        assert_eq!(interval_rank(2000), 956);
         let values: Vec<f64> = (1..=12).map(f64::from).collect();
         assert_eq!(median_interval(&values), (6.5, 3.0, 10.0));
         assert_eq!(median_interval(&[2.0]), (2.0, 2.0, 2.0));

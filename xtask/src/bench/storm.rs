@@ -54,6 +54,50 @@ pub fn run_pinned(netns_path: &str, duration: Duration, workload: Workload) -> a
     })
 }
 
+/// A pinned server-closes-first storm in `pairs` pairs of blocks of `block`, alternating
+/// without and with tracing (`switch(true)` before a block with, `switch(false)` before one
+/// without), in the order off-on, on-off, off-on, ... so that a drift within a pair favours
+/// neither. Returns each pair's (connections without, connections with).
+pub fn pinned_blocks(
+    netns_path: &str,
+    block: Duration,
+    pairs: usize,
+    mut switch: impl FnMut(bool) -> anyhow::Result<()> + Send,
+) -> anyhow::Result<Vec<(u64, u64)>> {
+    in_netns(netns_path, || {
+        pin_to_last_cpu()?;
+        let listener = TcpListener::bind("127.0.0.1:0").context("listen")?;
+        let addr = listener.local_addr()?;
+        let mut run = |on: bool| -> anyhow::Result<u64> {
+            switch(on)?;
+            // What attaching or detaching left to the kernel (RCU callbacks) runs now, not
+            // in the timed block.
+            std::thread::sleep(SETTLE);
+            let deadline = Instant::now() + block;
+            let mut connections = 0;
+            while Instant::now() < deadline {
+                connection(&listener, addr, Workload::ServerFirst)?;
+                connections += 1;
+            }
+            Ok(connections)
+        };
+        (0..pairs)
+            .map(|pair| {
+                if pair % 2 == 0 {
+                    let off = run(false)?;
+                    Ok((off, run(true)?))
+                } else {
+                    let on = run(true)?;
+                    Ok((run(false)?, on))
+                }
+            })
+            .collect()
+    })
+}
+
+/// The pause between switching tracing and a timed block.
+const SETTLE: Duration = Duration::from_millis(2);
+
 fn pin_to_last_cpu() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays inside it.

@@ -1,0 +1,108 @@
+//! `cargo xtask rate-blocks`: the connection rate with a program set attached over the rate
+//! without, measured in short blocks that alternate within one pinned storm.
+//!
+//! The CPU's speed wanders on these machines by ±10-30% from one quarter-second to the next,
+//! so `cargo xtask bench`, which starts and stops a contender between runs of a second,
+//! resolves about 3% with 20 pairs (docs/BENCHMARKS.md). Here nothing is started between
+//! blocks: the programs are loaded once, and only attached (a link per program, one system
+//! call) before a block with and detached before one without. Blocks of 50 ms see nearly the
+//! same CPU speed as their neighbours, and a minute gives 600 pairs.
+//!
+//! An agent's programs are taken from a running agent: its two programs on
+//! `inet_sock_set_state` (the main one and its cover, attached in that order, as the agent
+//! does) are opened by id, then the agent is stopped, which detaches its own links while the
+//! programs and their maps stay loaded. The agent's other programs (resets, retransmissions)
+//! are not attached: the storm fires none of them, and the agent does no work per transition
+//! without a tail client. `--max-workloads 0` and the like are passed to the agent.
+use std::{os::fd::OwnedFd, time::Duration};
+
+use anyhow::Context as _;
+
+use super::{
+    empty_program,
+    harness::{command, program_ids, start_agent_from, NetNs, Sysctl},
+    report::median_interval,
+    storm, STATS_SYSCTL,
+};
+
+/// The agent's programs on the tracepoint, in the order they are attached
+/// (`tcpmon_common::PROGRAM_NAME`, `COVER_PROGRAM_NAME`).
+const AGENT_PROGRAMS: [&str; 2] = ["inet_sock_set_state", "inet_sock_set_state_cover"];
+
+/// Measures, in turn, nothing against nothing (the A/A comparison: what the run resolves),
+/// the empty `tp_btf` program (the floor), and each agent's programs, each for `total` in
+/// pairs of `block`. Prints and returns each one's median ratio.
+pub fn run(agents: &[String], total: Duration, block: Duration) -> anyhow::Result<Vec<f64>> {
+    let ns = NetNs::new()?;
+    let _stats = Sysctl::set(STATS_SYSCTL, "0")?;
+    let pairs = ((total.as_secs_f64() / block.as_secs_f64() / 2.0) as usize).max(1);
+    let mut contenders = vec![
+        ("no tracing either (A/A)".to_string(), Vec::new()),
+        (
+            "empty tp_btf program".to_string(),
+            vec![empty_program::load()?],
+        ),
+    ];
+    for agent in agents {
+        contenders.push((agent.clone(), agent_programs(agent)?));
+    }
+    println!(
+        "{pairs} pairs of {} ms blocks per contender, pinned storm, server closes first:",
+        block.as_millis()
+    );
+    let mut medians = Vec::new();
+    for (name, programs) in &contenders {
+        let mut links: Vec<OwnedFd> = Vec::new();
+        let counts = storm::pinned_blocks(&ns.path(), block, pairs, |on| {
+            links.clear();
+            if on {
+                for program in programs {
+                    links.push(empty_program::attach_program(program)?);
+                }
+            }
+            Ok(())
+        })?;
+        let ratios: Vec<f64> = counts
+            .iter()
+            .map(|&(off, on)| on as f64 / off.max(1) as f64)
+            .collect();
+        let (median, low, high) = median_interval(&ratios);
+        let per_second = counts.iter().map(|&(off, _)| off).sum::<u64>() as f64
+            / (pairs as f64 * block.as_secs_f64());
+        println!(
+            "{name}: {median:.3} of the untraced rate (95% interval {low:.3}-{high:.3}; \
+             untraced {per_second:.0} connections/s)"
+        );
+        medians.push(median);
+    }
+    Ok(medians)
+}
+
+/// Loads an agent's programs on the tracepoint, keeps them, and stops the agent.
+fn agent_programs(agent: &str) -> anyhow::Result<Vec<OwnedFd>> {
+    let before = program_ids()?;
+    let mut words = agent.split_whitespace();
+    let binary = words.next().unwrap_or_default();
+    let args: Vec<&str> = words.collect();
+    let (process, _, _) = start_agent_from(binary, &args)?;
+    let mut programs = Vec::new();
+    for name in AGENT_PROGRAMS {
+        let id = program_ids()?
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .find(|&id| program_name(id).is_ok_and(|n| n == name))
+            .with_context(|| format!("{agent} loaded no program named {name}"))?;
+        programs.push(empty_program::program_by_id(id)?);
+    }
+    drop(process);
+    Ok(programs)
+}
+
+fn program_name(id: u32) -> anyhow::Result<String> {
+    let json = command(
+        "bpftool",
+        &["prog", "show", "id", &id.to_string(), "--json"],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&json).context("bpftool JSON")?;
+    Ok(v["name"].as_str().unwrap_or_default().to_string())
+}

@@ -25,23 +25,37 @@ use super::{
     storm, STATS_SYSCTL,
 };
 
+pub const NO_TRACING: &str = "no tracing either (A/A)";
+pub const EMPTY: &str = "empty tp_btf program";
+
 /// The agent's programs on the tracepoint, in the order they are attached
 /// (`tcpmon_common::PROGRAM_NAME`, `COVER_PROGRAM_NAME`).
 const AGENT_PROGRAMS: [&str; 2] = ["inet_sock_set_state", "inet_sock_set_state_cover"];
 
+/// One contender's result: its name, and the median with its 95% interval of the pairs'
+/// ratios (with over without).
+pub struct BlockResult {
+    pub name: String,
+    pub pairs: usize,
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
 /// Measures, in turn, nothing against nothing (the A/A comparison: what the run resolves),
 /// the empty `tp_btf` program (the floor), and each agent's programs, each for `total` in
-/// pairs of `block`. Prints and returns each one's median ratio.
-pub fn run(agents: &[String], total: Duration, block: Duration) -> anyhow::Result<Vec<f64>> {
+/// pairs of `block`. Prints and returns the results.
+pub fn run(
+    agents: &[String],
+    total: Duration,
+    block: Duration,
+) -> anyhow::Result<Vec<BlockResult>> {
     let ns = NetNs::new()?;
     let _stats = Sysctl::set(STATS_SYSCTL, "0")?;
     let pairs = ((total.as_secs_f64() / block.as_secs_f64() / 2.0) as usize).max(1);
     let mut contenders = vec![
-        ("no tracing either (A/A)".to_string(), Vec::new()),
-        (
-            "empty tp_btf program".to_string(),
-            vec![empty_program::load()?],
-        ),
+        (NO_TRACING.to_string(), Vec::new()),
+        (EMPTY.to_string(), vec![empty_program::load()?]),
     ];
     for agent in agents {
         contenders.push((agent.clone(), agent_programs(agent)?));
@@ -50,7 +64,7 @@ pub fn run(agents: &[String], total: Duration, block: Duration) -> anyhow::Resul
         "{pairs} pairs of {} ms blocks per contender, pinned storm, server closes first:",
         block.as_millis()
     );
-    let mut medians = Vec::new();
+    let mut results = Vec::new();
     for (name, programs) in &contenders {
         let mut links: Vec<OwnedFd> = Vec::new();
         let counts = storm::pinned_blocks(&ns.path(), block, pairs, |on| {
@@ -73,9 +87,15 @@ pub fn run(agents: &[String], total: Duration, block: Duration) -> anyhow::Resul
             "{name}: {median:.3} of the untraced rate (95% interval {low:.3}-{high:.3}; \
              untraced {per_second:.0} connections/s)"
         );
-        medians.push(median);
+        results.push(BlockResult {
+            name: name.clone(),
+            pairs,
+            median,
+            low,
+            high,
+        });
     }
-    Ok(medians)
+    Ok(results)
 }
 
 /// Loads an agent's programs on the tracepoint, keeps them, and stops the agent.

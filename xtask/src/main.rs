@@ -96,7 +96,7 @@ enum Task {
         #[arg(long, default_value_t = 60.0)]
         seconds: f64,
         /// How long each block runs, in milliseconds.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = bench::rate_blocks::BLOCK_MS)]
         block_ms: u64,
     },
     /// Run the soak test for N minutes (as root): every workload mixed, sockets the program

@@ -37,7 +37,10 @@ pub struct NetNs(String);
 
 impl NetNs {
     pub fn new() -> anyhow::Result<NetNs> {
-        let name = format!("tcpmon-bench-{}", std::process::id());
+        // Unique in the process too: a benchmark may make one while another is alive.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tcpmon-bench-{}-{n}", std::process::id());
         command("ip", &["netns", "add", &name])?;
         let ns = NetNs(name);
         command("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
@@ -109,6 +112,11 @@ pub fn command(program: &str, args: &[&str]) -> anyhow::Result<String> {
 
 /// Ids of the tracepoint-like programs loaded now.
 pub fn program_ids() -> anyhow::Result<Vec<u32>> {
+    Ok(programs()?.into_iter().map(|(id, _)| id).collect())
+}
+
+/// (id, name) of the tracepoint-like programs loaded now.
+pub fn programs() -> anyhow::Result<Vec<(u32, String)>> {
     let json = command("bpftool", &["prog", "show", "--json"])?;
     let progs: serde_json::Value = serde_json::from_str(&json).context("bpftool JSON")?;
     Ok(progs
@@ -119,7 +127,10 @@ pub fn program_ids() -> anyhow::Result<Vec<u32>> {
             let kind = p["type"].as_str().unwrap_or_default();
             kind == "tracepoint" || kind == "raw_tracepoint" || kind == "tracing"
         })
-        .filter_map(|p| p["id"].as_u64().map(|id| id as u32))
+        .filter_map(|p| {
+            let name = p["name"].as_str().unwrap_or_default().to_string();
+            p["id"].as_u64().map(|id| (id as u32, name))
+        })
         .collect())
 }
 
@@ -173,6 +184,15 @@ pub fn peak_rss(pid: u32) -> u64 {
 /// Starts `tcpmon agent` with `args`; returns it, its program id and its address.
 pub fn start_agent(args: &[&str]) -> anyhow::Result<(Process, u32, SocketAddr)> {
     start_agent_from(TCPMON, args)
+}
+
+/// [`start_agent_from`] given as one command line: an agent binary and arguments for
+/// `tcpmon agent` (`"target/release/tcpmon --max-workloads 0"`).
+pub fn start_agent_line(line: &str) -> anyhow::Result<(Process, u32, SocketAddr)> {
+    let mut words = line.split_whitespace();
+    let binary = words.next().unwrap_or_default();
+    let args: Vec<&str> = words.collect();
+    start_agent_from(binary, &args)
 }
 
 /// [`start_agent`] with the agent binary at `binary` (another build, for a comparison).

@@ -201,8 +201,7 @@ pub fn run(
         return Ok(());
     }
     let scrapes = scrape_latencies(&ns)?;
-    drop(ns);
-    let blocks = rate_blocks_of_agents(BLOCKS_TOTAL)?;
+    let blocks = rate_blocks::of_agents(rate_blocks::BENCH_TOTAL)?;
     let report = report(&results, &blocks, scrapes, duration, rounds)?;
     report::write(&report)?;
     println!("{report}");
@@ -230,9 +229,7 @@ pub fn smoke() -> anyhow::Result<()> {
         }
     }
     let scrapes = scrape_latencies(&ns)?;
-    // rate-blocks makes its own namespace, of the same name.
-    drop(ns);
-    let blocks = rate_blocks_of_agents(duration)?;
+    let blocks = rate_blocks::of_agents(duration)?;
     if let Some(b) = blocks.iter().find(|b| b.median <= 0.0) {
         bail!("bench smoke: rate-blocks {}: median {}", b.name, b.median);
     }
@@ -241,18 +238,6 @@ pub fn smoke() -> anyhow::Result<()> {
 }
 
 pub type Results = Vec<(Setting, Contender, Totals)>;
-
-/// How long `cargo xtask bench` runs rate-blocks per contender: 600 pairs of 50 ms.
-const BLOCKS_TOTAL: Duration = Duration::from_secs(60);
-
-/// `cargo xtask rate-blocks` for the agent with and without workload attribution.
-fn rate_blocks_of_agents(total: Duration) -> anyhow::Result<Vec<rate_blocks::BlockResult>> {
-    let agents = [
-        harness::TCPMON.to_string(),
-        format!("{} --max-workloads 0", harness::TCPMON),
-    ];
-    rate_blocks::run(&agents, total, Duration::from_millis(50))
-}
 
 fn measure_all(
     ns: &NetNs,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     empty_program,
-    harness::{program_ids, program_stats, start_agent_from, NetNs, Sysctl},
+    harness::{program_ids, program_stats, start_agent_line, NetNs, Sysctl},
     report::median_interval,
     storm::{self, Workload},
     STATS_SYSCTL,
@@ -25,10 +25,7 @@ pub fn run(agents: &[String], rounds: usize, duration: Duration) -> anyhow::Resu
     for round in 1..=rounds {
         for (agent, ratios) in agents.iter().zip(&mut ratios) {
             let before = program_ids()?;
-            let mut words = agent.split_whitespace();
-            let binary = words.next().unwrap_or_default();
-            let args: Vec<&str> = words.collect();
-            let (process, _, _) = start_agent_from(binary, &args)?;
+            let (process, _, _) = start_agent_line(agent)?;
             let programs = new_programs(&before)?;
             let (ref0, ref_runs0) = program_stats(&reference)?;
             let (own0, runs0) = program_stats(&programs)?;

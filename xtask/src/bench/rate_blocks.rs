@@ -20,7 +20,7 @@ use anyhow::Context as _;
 
 use super::{
     empty_program,
-    harness::{command, program_ids, start_agent_from, NetNs, Sysctl},
+    harness::{program_ids, programs, start_agent_line, NetNs, Sysctl, TCPMON},
     report::median_interval,
     storm, STATS_SYSCTL,
 };
@@ -101,28 +101,29 @@ pub fn run(
 /// Loads an agent's programs on the tracepoint, keeps them, and stops the agent.
 fn agent_programs(agent: &str) -> anyhow::Result<Vec<OwnedFd>> {
     let before = program_ids()?;
-    let mut words = agent.split_whitespace();
-    let binary = words.next().unwrap_or_default();
-    let args: Vec<&str> = words.collect();
-    let (process, _, _) = start_agent_from(binary, &args)?;
-    let mut programs = Vec::new();
+    let (process, _, _) = start_agent_line(agent)?;
+    let loaded = programs()?;
+    let mut fds = Vec::new();
     for name in AGENT_PROGRAMS {
-        let id = program_ids()?
-            .into_iter()
-            .filter(|id| !before.contains(id))
-            .find(|&id| program_name(id).is_ok_and(|n| n == name))
+        let (id, _) = loaded
+            .iter()
+            .find(|(id, n)| n == name && !before.contains(id))
             .with_context(|| format!("{agent} loaded no program named {name}"))?;
-        programs.push(empty_program::program_by_id(id)?);
+        fds.push(empty_program::program_by_id(*id)?);
     }
     drop(process);
-    Ok(programs)
+    Ok(fds)
 }
 
-fn program_name(id: u32) -> anyhow::Result<String> {
-    let json = command(
-        "bpftool",
-        &["prog", "show", "id", &id.to_string(), "--json"],
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&json).context("bpftool JSON")?;
-    Ok(v["name"].as_str().unwrap_or_default().to_string())
+/// How long `cargo xtask bench` runs rate-blocks per contender: 600 pairs of [`BLOCK_MS`].
+pub const BENCH_TOTAL: Duration = Duration::from_secs(60);
+
+/// The default block length, in milliseconds.
+pub const BLOCK_MS: u64 = 50;
+
+/// Rate-blocks for the agent with and without workload attribution, as `cargo xtask bench`
+/// (and its smoke) runs it.
+pub fn of_agents(total: Duration) -> anyhow::Result<Vec<BlockResult>> {
+    let agents = [TCPMON.to_string(), format!("{TCPMON} --max-workloads 0")];
+    run(&agents, total, Duration::from_millis(BLOCK_MS))
 }

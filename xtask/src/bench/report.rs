@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use super::{
     harness::command,
-    rate_blocks::{BlockResult, EMPTY, NO_TRACING},
+    rate_blocks::{BlockResult, BLOCK_MS, EMPTY, NO_TRACING},
     Contender, Results, Setting, Totals,
 };
 
@@ -190,7 +190,7 @@ pub fn report(
 /// The table of `cargo xtask rate-blocks`'s results.
 fn blocks_table(r: &mut String, blocks: &[BlockResult]) -> std::fmt::Result {
     let pairs = blocks.first().map_or(0, |b| b.pairs);
-    writeln!(r, "\nThe same pinned storm in blocks of 50 ms alternating without and with the programs (`cargo xtask rate-blocks`: the programs loaded once, only attached and detached between blocks; {pairs} pairs each, `kernel.bpf_stats_enabled=0`), median [95% interval]:\n")?;
+    writeln!(r, "\nThe same pinned storm in blocks of {BLOCK_MS} ms alternating without and with the programs (`cargo xtask rate-blocks`: the programs loaded once, only attached and detached between blocks; {pairs} pairs each, `kernel.bpf_stats_enabled=0`), median [95% interval]:\n")?;
     writeln!(r, "| programs attached | of the untraced rate |\n|---|---|")?;
     for b in blocks {
         let name = match b.name.as_str() {

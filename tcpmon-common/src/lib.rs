@@ -30,6 +30,10 @@ pub const SEND_RESET_PROGRAM_NAME: &str = "tcp_send_reset";
 pub const SEND_RESET_REASON_PROGRAM_NAME: &str = "tcp_send_reset_reason";
 /// The socket iterator (`iter/tcp`) that `tcpmon sockets` reads.
 pub const SOCKETS_ITERATOR_NAME: &str = "tcpmon_sockets";
+/// The program, run on demand, that reads listeners' queues and drops.
+pub const LISTENER_READER_NAME: &str = "tcpmon_read_listeners";
+/// The socket iterator that puts a namespace's listeners in `maps::LISTENERS` at start-up.
+pub const SEED_LISTENERS_ITERATOR_NAME: &str = "tcpmon_seed_listeners";
 /// The program on `tcp:tcp_receive_reset`.
 pub const RECEIVE_RESET_PROGRAM_NAME: &str = "tcp_receive_reset";
 
@@ -99,7 +103,10 @@ pub mod counter {
     /// in its accounting), counted before they update anything: while it is 0 the agent reads
     /// only the first row of the large maps.
     pub const NESTED_RUNS: u32 = 12;
-    pub const SLOTS: u32 = 13;
+    /// Listening sockets `maps::LISTENERS` had no room for: their queues and drops are not
+    /// in the listen families.
+    pub const LISTENERS_UNTRACKED: u32 = 13;
+    pub const SLOTS: u32 = 14;
 }
 
 /// Service-port slots: slot 0 is `port="other"`, slots 1.. are ports the agent put in the
@@ -291,6 +298,21 @@ pub mod maps {
     pub const TROUBLE_RING_BYTES: u32 = 256 << 10;
     /// Size of [`EVENTS`] in bytes (a power of two): about 43,000 events.
     pub const EVENTS_RING_BYTES: u32 = 4 << 20;
+    /// Hash from a listening socket's kernel address to
+    /// [`ListenerEntry`](crate::ListenerEntry): every listener of every namespace in scope,
+    /// put in by the program when a socket enters LISTEN (and once at start-up for those that
+    /// already listen), taken out when it leaves. The listener iterator reads their queues and
+    /// drops through it in one pass, without entering any namespace.
+    pub const LISTENERS: &str = "LISTENERS";
+    /// Capacity of [`LISTENERS`]: listening sockets on the host at once (a node of 110 pods
+    /// has a few hundred).
+    pub const MAX_LISTENERS: u32 = 8_192;
+    /// Array of `u64` listener addresses the agent asks the listener reader to read.
+    pub const LISTENER_QUERY: &str = "LISTENER_QUERY";
+    /// Array of [`ListenerRecord`](crate::ListenerRecord)s: what the reader read.
+    pub const LISTENER_ANSWERS: &str = "LISTENER_ANSWERS";
+    /// Listeners read by one run of the listener reader.
+    pub const LISTENERS_PER_READ: u32 = 256;
     /// Default capacity of [`SOCKETS`]: live TCP sockets tracked at once (TIME_WAIT is not
     /// tracked); `tcpmon agent --max-tracked-sockets` changes it at load time.
     pub const MAX_TRACKED_SOCKETS: u32 = 65_536;

@@ -116,6 +116,46 @@ pub struct SocketRecord {
 }
 const _: () = assert!(core::mem::size_of::<SocketRecord>() == 104);
 
+/// The value of a `maps::LISTENERS` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerEntry {
+    /// `bpf_ktime_get_ns()` when the entry was made: with the socket's address, the listener's
+    /// identity (an address is reused by a later socket; its entry is then made anew).
+    pub since_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<ListenerEntry>() == 8);
+
+/// One listening socket, as the listener iterator writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerRecord {
+    /// The socket's kernel address (the entry's key).
+    pub skaddr: u64,
+    /// [`ListenerEntry::since_ns`].
+    pub since_ns: u64,
+    /// The address listened on: IPv4 in the first 4 bytes, or IPv6.
+    pub address: [u8; 16],
+    /// `sk_drops`: SYNs and final ACKs the listener dropped (`tcp_listendrop`).
+    pub drops: u32,
+    /// `sk_ack_backlog`: connections waiting for `accept()` (`ss -lt` Recv-Q).
+    pub queued: u32,
+    /// `sk_max_ack_backlog`: the accept queue's limit (`ss -lt` Send-Q).
+    pub limit: u32,
+    /// `icsk_accept_queue.qlen`: request sockets (`NEW_SYN_RECV`) of handshakes in progress.
+    pub requests: u32,
+    /// The inode of the socket's network namespace.
+    pub netns: u32,
+    pub family: u16,
+    /// The local port, host byte order.
+    pub port: u16,
+    /// The socket's TCP state now: LISTEN, or another for an entry whose socket left LISTEN
+    /// without the program seeing it (the agent then deletes the entry).
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<ListenerRecord>() == 64);
+
 /// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
 pub const DWELL_UNKNOWN: u64 = u64::MAX;
 
@@ -168,6 +208,10 @@ mod pod {
     unsafe impl aya::Pod for crate::SocketRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::TroubleEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::ListenerEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::ListenerRecord {}
     // SAFETY: as above (16 bytes, no padding).
     unsafe impl aya::Pod for crate::workload::Key {}
 }

@@ -88,3 +88,14 @@ pub static CGROUP_TYPED: u32 = 0;
 /// (`--max-workloads 0`: no cgroup is read, everything counts as workload "other").
 #[no_mangle]
 pub static ATTRIBUTE_WORKLOADS: u32 = 1;
+/// Offsets of a listener's queue and drop counts: `struct sock.sk_drops`,
+/// `struct sock.sk_ack_backlog`, `struct sock.sk_max_ack_backlog` and
+/// `struct inet_connection_sock.icsk_accept_queue.qlen`.
+#[no_mangle]
+pub static SK_DROPS_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SK_ACK_BACKLOG_OFFSET: u32 = 0;
+#[no_mangle]
+pub static SK_MAX_ACK_BACKLOG_OFFSET: u32 = 0;
+#[no_mangle]
+pub static ACCEPT_QLEN_OFFSET: u32 = 0;

@@ -20,6 +20,7 @@
 mod accounting;
 mod config;
 mod kernel;
+mod listeners;
 mod maps;
 mod reentry;
 mod resets;
@@ -139,6 +140,7 @@ fn account(t: &Transition) -> u64 {
     if let Some(index) = transition_index(t.family_slot, t.old as u32, t.new as u32) {
         TRANSITIONS.increment(t.row, index);
     }
+    listeners::follow(t);
     let tail = tail::wanted(t);
     // A same-state event (shutdown then close) is a transition but ends nothing and never
     // restarts a timer.

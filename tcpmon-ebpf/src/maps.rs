@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use tcpmon_common::{
     counter, dwell_bucket, handshake, maps, port, reset, tcp_state, workload, DwellHistogram,
-    SocketEntry, TailFilter, TRANSITION_SLOTS,
+    ListenerEntry, ListenerRecord, SocketEntry, TailFilter, TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -24,6 +24,20 @@ pub static DWELL: Histograms = Histograms::new(&DWELL_MAP, tcp_state::SLOTS);
 #[map]
 pub static SOCKETS: LruHashMap<u64, SocketEntry> =
     LruHashMap::with_max_entries(maps::MAX_TRACKED_SOCKETS, 0);
+
+/// Every listening socket in scope, keyed by its kernel address (see `listeners`).
+#[map]
+pub static LISTENERS: HashMap<u64, ListenerEntry> =
+    HashMap::with_max_entries(maps::MAX_LISTENERS, 0);
+
+/// The listener addresses the agent asks `tcpmon_read_listeners` to read.
+#[map]
+pub static LISTENER_QUERY: Array<u64> = Array::with_max_entries(maps::LISTENERS_PER_READ, 0);
+
+/// What `tcpmon_read_listeners` read, index for index with `LISTENER_QUERY`.
+#[map]
+pub static LISTENER_ANSWERS: Array<ListenerRecord> =
+    Array::with_max_entries(maps::LISTENERS_PER_READ, 0);
 
 /// Bookkeeping counters (inserts, deletes, stale, untracked, untimed handshakes).
 #[map(name = "COUNTERS")]

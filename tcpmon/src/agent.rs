@@ -66,6 +66,9 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         options.netns.clone(),
         Arc::clone(&workloads),
     ));
+    let listener_reader = probe
+        .take_listener_reader()
+        .ok_or_else(|| Error::Load("the listener reader was taken twice".into()))?;
     let trouble_ring = probe.take_trouble_ring()?;
     let reset_reasons = probe.reset_reasons().clone();
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
@@ -76,7 +79,15 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let hub = Hub::start(ring, kernel_filter);
         let recent = Recent::start(trouble_ring, options.recent_events as usize, reset_reasons);
-        let listen_watch = ListenWatch::new(options.netns.clone(), Arc::clone(&recent));
+        let listen_watch = ListenWatch::new(
+            options.netns.clone(),
+            Arc::clone(&recent),
+            listener_reader,
+        )
+        .map_err(|cause| Error::Io {
+            what: "finding the listeners that predate the agent".into(),
+            cause,
+        })?;
         let collector = ProbeCollector::new(
             probe,
             ports,

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use tcpmon::{
     cli::OutputFormat,
     metrics::{
-        histogram, listeners,
+        histogram,
         sock_diag::{self, SocketCounts},
     },
     probe::btf::Btf,
@@ -53,7 +53,6 @@ proptest! {
     fn sock_diag_replies_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
         let mut counts = SocketCounts::default();
         let _ = sock_diag::parse(&data, &mut |s| sock_diag::count_socket(s, &mut counts));
-        let _ = sock_diag::parse(&data, &mut |s| listeners::parse_listener(s).map(drop));
     }
 
     #[test]

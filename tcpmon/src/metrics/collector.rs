@@ -2,7 +2,7 @@
 //! listening ports their label, reads the kernel's maps and builds the metric families. There
 //! is no per-event work in userspace.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -20,7 +20,7 @@ use super::{
     descriptors,
     families::{self, ProgramRuns, ScrapeInput},
     listen_watch::ListenWatch,
-    listeners::{self, Listener, PortQueue},
+    listeners::PortQueue,
     netns,
     ports::PortTable,
     sock_diag::{self, SocketCounts},
@@ -107,34 +107,33 @@ impl ProbeCollector {
         Ok(collector)
     }
 
-    /// Counts sockets and sums listeners per port in every namespace in scope, and labels newly
+    /// Counts sockets in every namespace in scope, sums listeners per port, and labels newly
     /// seen listening ports.
     fn count_sockets(&self) -> Result<(SocketCounts, BTreeMap<u16, PortQueue>), Error> {
         let per_namespace = netns::in_each(self.listen_watch.namespaces(), || {
-            let socket = sock_diag::open()?;
-            Ok((
-                sock_diag::count_tcp_sockets(&socket)?,
-                listeners::listeners(&socket)?,
-            ))
+            sock_diag::count_tcp_sockets(&sock_diag::open()?)
         })
         .map_err(|cause| Error::Io {
             what: "counting sockets with sock_diag".into(),
             cause,
         })?;
         let mut total = SocketCounts::default();
-        let mut all_listeners: Vec<Listener> = Vec::new();
-        for (counts, listeners) in &per_namespace {
+        for counts in &per_namespace {
             total.add(counts);
-            all_listeners.extend(listeners);
         }
-
+        let listeners = self.listen_watch.listeners().map_err(|cause| Error::Io {
+            what: "reading the listeners".into(),
+            cause,
+        })?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let added = state.ports.discover(total.listening_ports.iter().copied());
+        // In port order, as documented: with more ports than `--max-ports`, the lowest win.
+        let listening: BTreeSet<u16> = listeners.iter().map(|l| l.port).collect();
+        let added = state.ports.discover(listening);
         for (port, slot) in added {
             state.probe.set_port_slot(port, slot)?;
         }
         drop(state);
-        Ok((total, self.listen_watch.observe(&all_listeners)))
+        Ok((total, self.listen_watch.observe(&listeners)))
     }
 
     fn families(&self) -> Result<Vec<MetricFamily>, Error> {

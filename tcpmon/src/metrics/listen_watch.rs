@@ -1,7 +1,8 @@
-//! Listen drops as events: every second the agent looks at the drop counts of the listeners in
-//! scope (a sock_diag dump of LISTEN sockets per namespace, as a scrape makes) and writes one
-//! `listen_dropped` event for each listener whose count rose, into the recent trouble that
-//! `tcpmon tail --recent` prints.
+//! Listen drops as events: every second the agent reads the drop counts of every listener in
+//! scope (one pass of the listener iterator, across all namespaces, as a scrape makes) and
+//! writes one `listen_dropped` event for each listener whose count rose, into the recent
+//! trouble that `tcpmon tail --recent` prints. The look costs what the listeners cost: it
+//! neither scans `/proc` nor enters a namespace.
 //!
 //! Why the agent and not the program: the kernel has no hook where a listener drops. A SYN
 //! dropped because the accept queue is full is consumed (`consume_skb`), not freed with a drop
@@ -19,10 +20,10 @@ use std::{
 };
 
 use super::{
-    listeners::{self, ListenDrops, Listener, PortQueue},
-    netns, sock_diag,
+    listeners::{ListenDrops, Listener, PortQueue},
+    netns,
 };
-use crate::tail::agent::recent::Recent;
+use crate::{probe::listener_reader::ListenerReader, tail::agent::recent::Recent};
 
 /// How often the watcher looks. A second is what a person reading `tail --recent` resolves,
 /// and the dumps are of listeners only (a few per namespace).
@@ -33,15 +34,25 @@ pub struct ListenWatch {
     /// The one namespace watched (`--netns`), or `None` for all of them.
     netns: Option<PathBuf>,
     recent: Arc<Recent>,
+    listeners: ListenerReader,
 }
 
 impl ListenWatch {
-    pub fn new(netns: Option<PathBuf>, recent: Arc<Recent>) -> Arc<ListenWatch> {
-        Arc::new(ListenWatch {
+    /// Puts the listeners that predate the agent in the program's listener map (entering each
+    /// namespace in scope once), and takes what they dropped so far as the starting point.
+    pub fn new(
+        netns: Option<PathBuf>,
+        recent: Arc<Recent>,
+        listeners: ListenerReader,
+    ) -> io::Result<Arc<ListenWatch>> {
+        let watch = ListenWatch {
             drops: Mutex::new(ListenDrops::default()),
             netns,
             recent,
-        })
+            listeners,
+        };
+        netns::in_each(watch.namespaces(), || watch.listeners.seed_here())?;
+        Ok(Arc::new(watch))
     }
 
     /// Starts looking every second on the current tokio runtime.
@@ -68,12 +79,14 @@ impl ListenWatch {
         }
     }
 
-    /// Dumps the listeners of every namespace in scope and takes what they dropped.
+    /// Every listener in scope now.
+    pub fn listeners(&self) -> io::Result<Vec<Listener>> {
+        Ok(self.listeners.read()?.iter().map(Listener::from).collect())
+    }
+
+    /// Reads the listeners and takes what they dropped.
     fn look(&self) -> io::Result<()> {
-        let found = netns::in_each(self.namespaces(), || {
-            listeners::listeners(&sock_diag::open()?)
-        })?;
-        self.observe(&found.concat());
+        self.observe(&self.listeners()?);
         Ok(())
     }
 

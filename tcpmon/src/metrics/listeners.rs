@@ -1,6 +1,7 @@
-//! Accept queues of listening sockets, and the segments their listeners dropped, per port: a
-//! sock_diag dump of the LISTEN sockets, which is what `ss -ltm` shows (Recv-Q is the accept
-//! queue now, Send-Q its limit, `d` in `skmem` the drops).
+//! Accept queues of listening sockets, and the segments their listeners dropped, per port: what
+//! `ss -ltm` shows (Recv-Q is the accept queue now, Send-Q its limit, `d` in `skmem` the drops),
+//! read for every listener of every namespace in one pass of the listener iterator
+//! (`tcpmon-ebpf/src/listeners.rs`), without entering any namespace.
 //!
 //! A listener's drop count (`sk_drops`) is what `tcp_listendrop` adds to: a SYN dropped because
 //! the accept queue was full (or the SYN queue, without syncookies), a final ACK whose child
@@ -9,33 +10,23 @@
 //! [`ListenDrops`] keeps what closed listeners had dropped: the counter never goes backwards.
 //! The agent looks every second (`listen_watch`) as well as at each scrape, so what a listener
 //! dropped in the last second before it closed is all that can be missed.
-use std::{
-    collections::{BTreeMap, HashMap},
-    io,
-    os::fd::OwnedFd,
-};
+use std::collections::{BTreeMap, HashMap};
 
 use prometheus::proto::{Metric, MetricFamily};
+use tcpmon_common::ListenerRecord;
 
 use super::{
     descriptors as family,
     families::{counter, gauge},
     ports::PortTable,
-    sock_diag::{self, truncated, INET_DIAG_SKMEMINFO},
 };
-
-/// `struct inet_diag_msg`, before the attributes.
-const MESSAGE_LEN: usize = 72;
-/// `SK_MEMINFO_DROPS` (`<linux/sock_diag.h>`): index of `sk_drops` in the memory counters.
-const MEMINFO_DROPS: usize = 8;
-/// Attribute type bits that are flags, not the type (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`).
-const ATTRIBUTE_TYPE_MASK: u16 = 0x3fff;
 
 /// One listening socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listener {
-    /// The socket's cookie: unique on the host, across namespaces, for its lifetime.
-    pub cookie: u64,
+    /// Unique on the host for the listener's lifetime: its kernel address and when tcpmon
+    /// first saw it listen (an address is reused by later sockets).
+    pub id: u128,
     /// `AF_INET` or `AF_INET6`, and the address it listens on (IPv4 in the first 4 bytes).
     pub family: u16,
     pub address: [u8; 16],
@@ -45,65 +36,26 @@ pub struct Listener {
     /// The accept queue's limit: the `listen()` backlog, capped by `net.core.somaxconn`.
     pub limit: u64,
     pub drops: u64,
+    /// Request sockets (handshakes between SYN and final ACK) the listener holds.
+    pub requests: u64,
+    /// The inode of its network namespace.
+    pub netns: u32,
 }
 
-/// The listening sockets of the namespace `socket` was opened in.
-pub fn listeners(socket: &OwnedFd) -> io::Result<Vec<Listener>> {
-    let mut found = Vec::new();
-    sock_diag::dump_listeners(socket, |payload| {
-        found.push(parse_listener(payload)?);
-        Ok(())
-    })?;
-    Ok(found)
-}
-
-/// One socket of a dump of listeners.
-pub fn parse_listener(payload: &[u8]) -> io::Result<Listener> {
-    let message = payload.get(..MESSAGE_LEN).ok_or_else(truncated)?;
-    let word = |at: usize| {
-        u32::from_ne_bytes([
-            message[at],
-            message[at + 1],
-            message[at + 2],
-            message[at + 3],
-        ])
-    };
-    let drops = meminfo_drops(&payload[MESSAGE_LEN..])?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "sock_diag reported a listener without its drop count",
-        )
-    })?;
-    let mut address = [0; 16];
-    address.copy_from_slice(&message[8..24]);
-    Ok(Listener {
-        // idiag_family, idiag_src, idiag_sport (network byte order), idiag_cookie (two
-        // host-order halves, low first), idiag_rqueue, idiag_wqueue.
-        family: message[0].into(),
-        address,
-        port: u16::from_be_bytes([message[4], message[5]]),
-        cookie: u64::from(word(44)) | u64::from(word(48)) << 32,
-        queued: word(56).into(),
-        limit: word(60).into(),
-        drops: drops.into(),
-    })
-}
-
-/// `sk_drops` from the `INET_DIAG_SKMEMINFO` attribute, if there is one.
-fn meminfo_drops(mut attributes: &[u8]) -> io::Result<Option<u32>> {
-    while attributes.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attributes[0], attributes[1]]));
-        let kind = u16::from_ne_bytes([attributes[2], attributes[3]]) & ATTRIBUTE_TYPE_MASK;
-        let value = attributes.get(4..len).ok_or_else(truncated)?;
-        if kind == INET_DIAG_SKMEMINFO {
-            let at = MEMINFO_DROPS * 4;
-            return Ok(value
-                .get(at..at + 4)
-                .map(|d| u32::from_ne_bytes([d[0], d[1], d[2], d[3]])));
+impl From<&ListenerRecord> for Listener {
+    fn from(r: &ListenerRecord) -> Listener {
+        Listener {
+            id: u128::from(r.skaddr) << 64 | u128::from(r.since_ns),
+            family: r.family,
+            address: r.address,
+            port: r.port,
+            queued: r.queued.into(),
+            limit: r.limit.into(),
+            drops: r.drops.into(),
+            requests: r.requests.into(),
+            netns: r.netns,
         }
-        attributes = attributes.get(len.div_ceil(4) * 4..).unwrap_or_default();
     }
-    Ok(None)
 }
 
 /// One port's listeners, summed.
@@ -120,8 +72,8 @@ pub struct PortQueue {
 /// The drop counts of listeners seen so far, so that a closed listener's drops stay counted.
 #[derive(Debug, Default)]
 pub struct ListenDrops {
-    /// Open listeners by cookie: their port and the most drops seen.
-    open: HashMap<u64, (u16, u64)>,
+    /// Open listeners by id: their port and the most drops seen.
+    open: HashMap<u128, (u16, u64)>,
     /// Per port, the drops of listeners that closed.
     closed: BTreeMap<u16, u64>,
     /// Whether listeners were looked at before: what they had dropped when the agent started
@@ -143,18 +95,18 @@ impl ListenDrops {
     /// (a scrape and the watcher at once): a listener's count never goes below its highest.
     pub fn update(&mut self, listeners: &[Listener]) -> ListenLook {
         let mut dropped = Vec::new();
-        let mut now: HashMap<u64, (u16, u64)> = HashMap::with_capacity(listeners.len());
+        let mut now: HashMap<u128, (u16, u64)> = HashMap::with_capacity(listeners.len());
         for l in listeners {
-            let before = self.open.get(&l.cookie).map(|&(_, d)| d);
+            let before = self.open.get(&l.id).map(|&(_, d)| d);
             let drops = before.unwrap_or(0).max(l.drops);
             let new = drops - before.unwrap_or(0);
             if self.looked && new > 0 {
                 dropped.push((*l, new));
             }
-            now.insert(l.cookie, (l.port, drops));
+            now.insert(l.id, (l.port, drops));
         }
-        for (cookie, &(port, drops)) in &self.open {
-            if !now.contains_key(cookie) {
+        for (id, &(port, drops)) in &self.open {
+            if !now.contains_key(id) {
                 *self.closed.entry(port).or_default() += drops;
             }
         }
@@ -178,7 +130,7 @@ impl ListenDrops {
             sum.listeners += 1;
             sum.queued += l.queued;
             sum.limit += l.limit;
-            sum.drops += self.open[&l.cookie].1;
+            sum.drops += self.open[&l.id].1;
         }
         ListenLook { ports, dropped }
     }

@@ -2,68 +2,53 @@ use prometheus::Encoder;
 
 use super::*;
 
-/// An `inet_diag_msg` of a listener with its memory counters, as the kernel sends it.
-fn message(port: u16, cookie: u64, queued: u32, limit: u32, drops: u32) -> Vec<u8> {
-    let mut m = vec![libc::AF_INET as u8, 10, 0, 0];
-    m.extend(port.to_be_bytes());
-    m.extend([0, 0, 127, 0, 0, 1]);
-    m.resize(44, 0);
-    m.extend((cookie as u32).to_ne_bytes());
-    m.extend(((cookie >> 32) as u32).to_ne_bytes());
-    m.resize(56, 0);
-    m.extend(queued.to_ne_bytes());
-    m.extend(limit.to_ne_bytes());
-    m.resize(MESSAGE_LEN, 0);
-    // An attribute before the one wanted, of a length that needs padding.
-    m.extend(5u16.to_ne_bytes());
-    m.extend(1u16.to_ne_bytes());
-    m.extend([0u8; 4]);
-    let mut meminfo = [0u32; 9];
-    meminfo[MEMINFO_DROPS] = drops;
-    m.extend((4 + 36u16).to_ne_bytes());
-    m.extend(INET_DIAG_SKMEMINFO.to_ne_bytes());
-    meminfo.iter().for_each(|v| m.extend(v.to_ne_bytes()));
-    m
-}
-
-fn listener(cookie: u64, port: u16, queued: u64, drops: u64) -> Listener {
+fn listener(id: u128, port: u16, queued: u64, drops: u64) -> Listener {
     Listener {
-        cookie,
+        id,
         family: libc::AF_INET as u16,
         address: [0; 16],
         port,
         queued,
         limit: 128,
         drops,
+        requests: 0,
+        netns: 1,
     }
 }
 
 #[test]
-fn reads_port_cookie_queue_limit_and_drops() {
-    let parsed = parse_listener(&message(8080, 0x1_0000_0002, 3, 128, 17)).expect("parses");
+fn a_record_of_the_iterator_becomes_a_listener_identified_by_address_and_time() {
+    let record = ListenerRecord {
+        skaddr: 0xffff_8880_0000_1000,
+        since_ns: 42,
+        address: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        drops: 17,
+        queued: 3,
+        limit: 128,
+        requests: 2,
+        netns: 4026531840,
+        family: libc::AF_INET as u16,
+        port: 8080,
+        state: 10,
+        _pad: [0; 7],
+    };
+    let listener = Listener::from(&record);
+    assert_eq!(listener.id, 0xffff_8880_0000_1000u128 << 64 | 42);
     assert_eq!(
-        parsed,
-        Listener {
-            cookie: 0x1_0000_0002,
-            family: libc::AF_INET as u16,
-            address: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            port: 8080,
-            queued: 3,
-            limit: 128,
-            drops: 17,
-        }
+        (
+            listener.port,
+            listener.queued,
+            listener.limit,
+            listener.drops
+        ),
+        (8080, 3, 128, 17)
     );
-}
-
-#[test]
-fn refuses_truncated_messages_and_a_missing_drop_count() {
-    let full = message(80, 1, 0, 1, 0);
-    assert!(parse_listener(&full[..60]).is_err());
-    assert!(parse_listener(&full[..MESSAGE_LEN]).is_err(), "no meminfo");
-    assert!(
-        parse_listener(&full[..full.len() - 2]).is_err(),
-        "cut attribute"
-    );
+    assert_eq!((listener.requests, listener.netns), (2, 4026531840));
+    let reused = Listener::from(&ListenerRecord {
+        since_ns: 43,
+        ..record
+    });
+    assert_ne!(listener.id, reused.id, "a reused address is a new listener");
 }
 
 #[test]

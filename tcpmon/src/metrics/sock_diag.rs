@@ -24,8 +24,6 @@ const NLMSG_HEADER: usize = 16;
 const FIN_WAIT2: u8 = tcp_state::FIN_WAIT2 as u8;
 const TIME_WAIT: u8 = tcp_state::TIME_WAIT as u8;
 const LISTEN: u8 = tcp_state::LISTEN as u8;
-/// The attribute of a socket's memory counters, `u32 [SK_MEMINFO_VARS]`.
-pub const INET_DIAG_SKMEMINFO: u16 = 7;
 /// `idiag_timer` of a time-wait mini-socket.
 const TIMER_TIME_WAIT: u8 = 3;
 /// Entries of [`SocketCounts::by_state`], indexed by raw kernel state.
@@ -169,19 +167,6 @@ fn request(states: u32, ext: u8) -> InetDiagRequest {
 /// Every state but TIME_WAIT.
 fn counting_request() -> InetDiagRequest {
     request(!(1 << TIME_WAIT), 0)
-}
-
-/// The listening sockets, with their memory counters (`INET_DIAG_SKMEMINFO`): see
-/// `listeners.rs`.
-pub fn dump_listeners(
-    socket: &OwnedFd,
-    on_socket: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<()> {
-    dump(
-        socket,
-        &request(1 << LISTEN, 1 << (INET_DIAG_SKMEMINFO - 1)),
-        on_socket,
-    )
 }
 
 /// A NETLINK_SOCK_DIAG socket of the calling thread's network namespace.

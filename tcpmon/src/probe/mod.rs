@@ -1,6 +1,7 @@
 //! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
 pub mod btf;
 pub mod kernel_features;
+pub mod listener_reader;
 pub mod map_batch;
 pub mod offsets;
 pub mod pin;
@@ -16,19 +17,22 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, RingBuf},
-    programs::{BtfTracePoint, Iter},
+    programs::{BtfTracePoint, Iter, RawTracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
-    maps, TailFilter, COVER_PROGRAM_NAME, PROGRAM_NAME, SOCKETS_ITERATOR_NAME,
-    SYNACK_RETRANSMIT_PROGRAM_NAME, SYN_RETRANSMIT_PROGRAM_NAME,
+    maps, TailFilter, COVER_PROGRAM_NAME, LISTENER_READER_NAME, PROGRAM_NAME,
+    SEED_LISTENERS_ITERATOR_NAME, SOCKETS_ITERATOR_NAME, SYNACK_RETRANSMIT_PROGRAM_NAME,
+    SYN_RETRANSMIT_PROGRAM_NAME,
 };
 
+use self::{
+    listener_reader::ListenerReader, prog_stats::ProgramStats, socket_iter::SocketIterator,
+};
 pub use self::{
     offsets::KernelOffsets,
     reading::{Snapshot, TrackedSockets},
 };
-use self::{prog_stats::ProgramStats, socket_iter::SocketIterator};
 use crate::{error::Error, metrics::resets::ReasonNames};
 
 /// The programs counting handshake retransmissions, each on the tracepoint of its name.
@@ -63,6 +67,7 @@ pub struct Probe {
     reset_programs: [(&'static str, &'static str); 2],
     reset_reasons: ReasonNames,
     socket_iterator: Option<SocketIterator>,
+    listener_reader: Option<ListenerReader>,
 }
 
 impl Probe {
@@ -122,6 +127,10 @@ impl Probe {
                 true,
             )
             .override_global("ATTRIBUTE_WORKLOADS", &attribute, true)
+            .override_global("SK_DROPS_OFFSET", &o.sk_drops, true)
+            .override_global("SK_ACK_BACKLOG_OFFSET", &o.sk_ack_backlog, true)
+            .override_global("SK_MAX_ACK_BACKLOG_OFFSET", &o.sk_max_ack_backlog, true)
+            .override_global("ACCEPT_QLEN_OFFSET", &o.accept_qlen, true)
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
@@ -136,7 +145,13 @@ impl Probe {
         for (program, tracepoint) in reset_programs {
             attach(&mut ebpf, program, tracepoint, &btf)?;
         }
-        let socket_iterator = load_socket_iterator(&mut ebpf, &btf)?;
+        let socket_iterator = SocketIterator::new(load_iterator(
+            &mut ebpf,
+            SOCKETS_ITERATOR_NAME,
+            "tcp",
+            &btf,
+        )?);
+        let listener_reader = load_listener_reader(&mut ebpf, &btf)?;
         drop(btf);
         Ok(Probe {
             ebpf,
@@ -144,6 +159,7 @@ impl Probe {
             reset_programs,
             reset_reasons: ReasonNames::new(o.reset_reasons.as_deref().unwrap_or_default()),
             socket_iterator: Some(socket_iterator),
+            listener_reader: Some(listener_reader),
         })
     }
 
@@ -205,6 +221,11 @@ impl Probe {
         RingBuf::try_from(map).map_err(|e| map_error(maps::TROUBLE, "open", e))
     }
 
+    /// Takes the listener reader out of the probe, for the scrape and the listen watcher.
+    pub fn take_listener_reader(&mut self) -> Option<ListenerReader> {
+        self.listener_reader.take()
+    }
+
     /// Takes the socket iterator out of the probe, for the tail socket's `sockets` requests.
     pub fn take_socket_iterator(&mut self) -> Option<SocketIterator> {
         self.socket_iterator.take()
@@ -253,22 +274,59 @@ impl Probe {
     }
 }
 
-/// Loads the socket iterator (not attached: each read makes its own link).
-fn load_socket_iterator(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<SocketIterator, Error> {
-    let name = SOCKETS_ITERATOR_NAME;
+/// Loads the iterator program `name` over `target` (not attached: each read makes its own
+/// link) and returns a descriptor of it.
+fn load_iterator(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    target: &str,
+    btf: &AyaBtf,
+) -> Result<aya::programs::ProgramFd, Error> {
     let program: &mut Iter = ebpf
         .program_mut(name)
         .ok_or_else(|| Error::Load(format!("program {name} missing from object")))?
         .try_into()
         .map_err(|e| Error::Load(format!("{e:#}")))?;
     program
-        .load("tcp", btf)
-        .map_err(|e| Error::Load(format!("verifier: {e:#}")))?;
-    let fd = program
+        .load(target, btf)
+        .map_err(|e| Error::Load(format!("verifier: {name}: {e:#}")))?;
+    program
         .fd()
         .and_then(|fd| fd.try_clone().map_err(Into::into))
-        .map_err(|e| Error::Load(format!("socket iterator: {e:#}")))?;
-    Ok(SocketIterator::new(fd))
+        .map_err(|e| Error::Load(format!("{name}: {e:#}")))
+}
+
+/// Loads the listener reader (never attached: run on demand), the seed iterator and
+/// descriptors of their maps.
+fn load_listener_reader(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<ListenerReader, Error> {
+    let seed = load_iterator(ebpf, SEED_LISTENERS_ITERATOR_NAME, "tcp", btf)?;
+    let name = LISTENER_READER_NAME;
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Load(format!("program {name} missing from object")))?
+        .try_into()
+        .map_err(|e| Error::Load(format!("{e:#}")))?;
+    program
+        .load()
+        .map_err(|e| Error::Load(format!("verifier: {name}: {e:#}")))?;
+    let reader = program
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
+    let fd = |name: &'static str| match ebpf.map(name) {
+        Some(Map::HashMap(data) | Map::Array(data)) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| map_error(name, "open", e)),
+        _ => Err(map_error(name, "find", "missing from the eBPF object")),
+    };
+    let fds = [
+        fd(maps::LISTENERS)?,
+        fd(maps::LISTENER_QUERY)?,
+        fd(maps::LISTENER_ANSWERS)?,
+    ];
+    ListenerReader::new(reader, seed, fds).map_err(|e| map_error(maps::LISTENERS, "open", e))
 }
 
 /// Loads program `name` of the object for `tracepoint` and attaches it; returns its id.

@@ -57,6 +57,12 @@ pub struct KernelOffsets {
     pub socket_inode: u32,
     /// `struct inode.i_ino`
     pub inode_ino: u32,
+    /// `struct sock.sk_drops`, `struct sock.sk_ack_backlog`, `struct sock.sk_max_ack_backlog`
+    /// and `struct inet_connection_sock.icsk_accept_queue.qlen`: a listener's counts.
+    pub sk_drops: u32,
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
+    pub accept_qlen: u32,
     /// Where a socket's cgroup is; `None` on kernels built without socket cgroup data
     /// (`CONFIG_SOCK_CGROUP_DATA`), where no socket has a workload.
     pub cgroup: Option<CgroupOffsets>,
@@ -123,6 +129,16 @@ impl KernelOffsets {
                 .member_offset("socket_alloc", &["vfs_inode"])
                 .map_err(layout)?,
             inode_ino: btf.member_offset("inode", &["i_ino"]).map_err(layout)?,
+            sk_drops: btf.member_offset("sock", &["sk_drops"]).map_err(layout)?,
+            sk_ack_backlog: btf
+                .member_offset("sock", &["sk_ack_backlog"])
+                .map_err(layout)?,
+            sk_max_ack_backlog: btf
+                .member_offset("sock", &["sk_max_ack_backlog"])
+                .map_err(layout)?,
+            accept_qlen: btf
+                .member_offset("inet_connection_sock", &["icsk_accept_queue", "qlen"])
+                .map_err(layout)?,
             cgroup: CgroupOffsets::from_btf(&btf),
             reset_reasons: btf.enum_values("sk_rst_reason"),
         })

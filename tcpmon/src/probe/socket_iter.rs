@@ -27,20 +27,28 @@ impl SocketIterator {
 
     /// The sockets of the calling thread's network namespace.
     pub fn read(&self) -> io::Result<Vec<SocketRecord>> {
-        let link = link_create(self.program.as_fd())?;
-        let mut file = File::from(iter_create(link.as_fd())?);
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(records(&bytes))
+        Ok(records(&run(self.program.as_fd(), None)?))
     }
 }
 
-/// The records in what the iterator wrote (whole records only).
-pub fn records(bytes: &[u8]) -> Vec<SocketRecord> {
+/// Runs an iterator program once and returns what it wrote: a link to the program (for a map
+/// iterator, to `map`), a file made from the link, read to its end.
+pub fn run(program: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io::Result<Vec<u8>> {
+    let link = link_create(program, map)?;
+    let mut file = File::from(iter_create(link.as_fd())?);
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The records of type `T` in what an iterator wrote (whole records only).
+///
+/// `T` must be one of the `#[repr(C)]` integer-only records of `tcpmon_common::wire`.
+pub fn records<T: Copy>(bytes: &[u8]) -> Vec<T> {
     bytes
-        .chunks_exact(size_of::<SocketRecord>())
+        .chunks_exact(size_of::<T>())
         // SAFETY: each chunk holds one record as the program wrote it: a #[repr(C)] struct of
-        // integers, read unaligned since the buffer is bytes.
+        // integers (any bit pattern is valid), read unaligned since the buffer is bytes.
         .map(|chunk| unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) })
         .collect()
 }
@@ -67,12 +75,26 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn link_create(program: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// `union bpf_iter_link_info` as far as a map iterator needs it: the map's descriptor.
+#[repr(C)]
+struct IterLinkInfo {
+    map_fd: u32,
+}
+
+fn link_create(program: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io::Result<OwnedFd> {
+    let info = map.map(|map| IterLinkInfo {
+        map_fd: map.as_raw_fd() as u32,
+    });
     let mut attr = Attr {
         fd: program.as_raw_fd() as u32,
         attach_type: BPF_TRACE_ITER,
         ..Attr::default()
     };
+    if let Some(info) = &info {
+        // `link_create.iter_info` (a pointer) and `iter_info_len`.
+        attr.rest[0] = std::ptr::from_ref(info) as u64;
+        attr.rest[1] = size_of::<IterLinkInfo>() as u64;
+    }
     bpf(BPF_LINK_CREATE, &mut attr)
 }
 

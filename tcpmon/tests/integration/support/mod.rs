@@ -780,6 +780,19 @@ pub fn program_unloaded(id: &str) -> bool {
     }
 }
 
+/// The ids of the links attached to the program with `id`, read with `BPF_LINK_GET_NEXT_ID`
+/// and `BPF_LINK_GET_FD_BY_ID` one link at a time. Other tests attach and detach links
+/// meanwhile: a link that goes (or is not settled yet) between listing and opening is skipped
+/// rather than failing the listing, as `bpftool link show` does ("can't get link by id").
+pub fn links_to_program(id: &str) -> Vec<u32> {
+    let id: u32 = id.parse().expect("a program id");
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|link| link.program_id() == id)
+        .map(|link| link.id())
+        .collect()
+}
+
 /// Whether this kernel names its reset reasons (`enum sk_rst_reason`, Linux 6.10+): then it
 /// also traces resets sent for segments that match no socket.
 pub fn kernel_names_reset_reasons() -> bool {

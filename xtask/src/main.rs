@@ -99,6 +99,29 @@ enum Task {
         #[arg(long, default_value_t = bench::rate_blocks::BLOCK_MS)]
         block_ms: u64,
     },
+    /// What each agent costs at rest and how long its scrapes take, on a quiet host and on a
+    /// busy node (processes, namespaces with a listener and connections each; as root).
+    BusyNode {
+        /// An agent binary, optionally with arguments for `tcpmon agent`; repeat.
+        #[arg(
+            long = "agent",
+            value_name = "PATH",
+            default_value = "target/release/tcpmon"
+        )]
+        agents: Vec<String>,
+        /// Processes on the node in all (one in each namespace, the rest sleeping on the host).
+        #[arg(long, default_value_t = 3000)]
+        processes: usize,
+        /// Network namespaces, each with a listener on port 8080.
+        #[arg(long, default_value_t = 110)]
+        namespaces: usize,
+        /// Established connections to each namespace's listener.
+        #[arg(long, default_value_t = 10)]
+        connections: usize,
+        /// How long each agent's rest is measured, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run the soak test for N minutes (as root): every workload mixed, sockets the program
     /// never sees open, a socket map too small; memory, descriptors and counters must hold.
     Soak {
@@ -200,6 +223,22 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup::bench_tools()?;
             let block = std::time::Duration::from_millis(block_ms);
             bench::rate_blocks::run(&agents, total, block).map(drop)
+        }
+        Task::BusyNode {
+            agents,
+            processes,
+            namespaces,
+            connections,
+            seconds,
+        } => {
+            setup::toolchain()?;
+            cargo(&["build", "--release", "--package", "tcpmon"])?;
+            let shape = bench::busy_node::Shape {
+                processes,
+                namespaces,
+                connections,
+            };
+            bench::busy_node::run(&agents, &shape, std::time::Duration::from_secs(seconds))
         }
         Task::Soak { minutes } => {
             soak::require_root()?;

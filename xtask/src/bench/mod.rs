@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: tcpmon against no tracing and against its peers, side by side in one
 //! run, on loopback storms inside a network namespace; writes docs/BENCHMARKS.md.
+pub mod busy_node;
 pub mod contender;
 pub mod empty_program;
 pub mod harness;

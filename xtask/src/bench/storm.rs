@@ -236,7 +236,7 @@ pub fn one_each(netns_path: &str, listeners: &[TcpListener]) -> anyhow::Result<(
 }
 
 /// Runs `f` on a thread inside the namespace at `netns_path`.
-fn in_netns<T: Send>(
+pub fn in_netns<T: Send>(
     netns_path: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {

@@ -32,6 +32,8 @@ pub const SEND_RESET_REASON_PROGRAM_NAME: &str = "tcp_send_reset_reason";
 pub const SOCKETS_ITERATOR_NAME: &str = "tcpmon_sockets";
 /// The program, run on demand, that reads listeners' queues and drops.
 pub const LISTENER_READER_NAME: &str = "tcpmon_read_listeners";
+/// The program, run on demand, that reads namespaces' time-wait counts.
+pub const NAMESPACE_READER_NAME: &str = "tcpmon_read_namespaces";
 /// The socket iterator that puts a namespace's listeners in `maps::LISTENERS` at start-up.
 pub const SEED_LISTENERS_ITERATOR_NAME: &str = "tcpmon_seed_listeners";
 /// The program on `tcp:tcp_receive_reset`.
@@ -313,6 +315,31 @@ pub mod maps {
     pub const LISTENER_ANSWERS: &str = "LISTENER_ANSWERS";
     /// Listeners read by one run of the listener reader.
     pub const LISTENERS_PER_READ: u32 = 256;
+    /// Array of two `u64`s: [`STARTUP_WINDOW`] (0 while the agent takes its baseline of
+    /// sockets per state, then 1) and [`FIRST_SEEN_FULL`].
+    pub const STARTUP: &str = "STARTUP";
+    /// Index in [`STARTUP`] of the flag that closes the start-up window.
+    pub const STARTUP_WINDOW: u32 = 0;
+    /// Index in [`STARTUP`] of the count of sockets [`FIRST_SEEN`] had no room for.
+    pub const FIRST_SEEN_FULL: u32 = 1;
+    /// Hash from a socket's address to the state (`u32`) it was in before its first transition
+    /// in the start-up window (CLOSE for a socket born in it), filled only in that window.
+    pub const FIRST_SEEN: &str = "FIRST_SEEN";
+    /// Capacity of [`FIRST_SEEN`]: sockets that change state while the agent starts.
+    pub const MAX_FIRST_SEEN: u32 = 32_768;
+    /// Hash from a `struct net` address to its inode (`u32`): the network namespaces where the
+    /// program saw a socket close from FIN_WAIT1, FIN_WAIT2 or CLOSING (where time-wait
+    /// sockets are made), and those the start-up walk found; their time-wait counts are read
+    /// at scrape time.
+    pub const NAMESPACES: &str = "NAMESPACES";
+    /// Capacity of [`NAMESPACES`].
+    pub const MAX_NAMESPACES: u32 = 4_096;
+    /// Per-CPU `u64`: the inode of the namespace this CPU last put in [`NAMESPACES`], so that
+    /// a storm in one namespace updates the hash once.
+    pub const LAST_NAMESPACE: &str = "LAST_NAMESPACE";
+    /// Array of [`NamespaceRecord`](crate::NamespaceRecord)s: what the namespace reader read,
+    /// index for index with [`LISTENER_QUERY`].
+    pub const NAMESPACE_ANSWERS: &str = "NAMESPACE_ANSWERS";
     /// Default capacity of [`SOCKETS`]: live TCP sockets tracked at once (TIME_WAIT is not
     /// tracked); `tcpmon agent --max-tracked-sockets` changes it at load time.
     pub const MAX_TRACKED_SOCKETS: u32 = 65_536;

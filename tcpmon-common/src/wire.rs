@@ -156,6 +156,34 @@ pub struct ListenerRecord {
 }
 const _: () = assert!(core::mem::size_of::<ListenerRecord>() == 64);
 
+/// One socket of a namespace, as the start-up walk (`tcpmon_seed_listeners`) writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedRecord {
+    /// The socket's kernel address.
+    pub skaddr: u64,
+    /// Its TCP state when the walk visited it.
+    pub state: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SeedRecord>() == 16);
+
+/// One network namespace, as the namespace reader writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceRecord {
+    /// The `struct net` address (the `NAMESPACES` key).
+    pub net: u64,
+    /// The inode read from it now: another than the entry's means the address was reused.
+    pub inum: u32,
+    /// Its time-wait sockets (`/proc/net/sockstat`'s "tw" in that namespace).
+    pub time_wait: i32,
+    /// Its reference count: 0 once the namespace is gone.
+    pub refs: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<NamespaceRecord>() == 24);
+
 /// [`TailEvent::dwell_ns`] when the socket's time in its old state is not known.
 pub const DWELL_UNKNOWN: u64 = u64::MAX;
 
@@ -212,6 +240,10 @@ mod pod {
     unsafe impl aya::Pod for crate::ListenerEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::ListenerRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::SeedRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::NamespaceRecord {}
     // SAFETY: as above (16 bytes, no padding).
     unsafe impl aya::Pod for crate::workload::Key {}
 }

@@ -99,3 +99,18 @@ pub static SK_ACK_BACKLOG_OFFSET: u32 = 0;
 pub static SK_MAX_ACK_BACKLOG_OFFSET: u32 = 0;
 #[no_mangle]
 pub static ACCEPT_QLEN_OFFSET: u32 = 0;
+/// Where a namespace's time-wait count is: `struct net.ipv4.tcp_death_row`'s offset (used
+/// only where it is a pointer, Linux 5.19-6.1), then the count's offset (in `struct net`, or
+/// in the pointed-to `struct inet_timewait_death_row`); `TW_BIAS` is subtracted from it (1
+/// for `tw_refcount`, which starts at 1; 0 for the older `tw_count`).
+#[no_mangle]
+pub static TW_DEATH_ROW_OFFSET: u32 = 0;
+#[no_mangle]
+pub static TW_INDIRECT: u32 = 0;
+#[no_mangle]
+pub static TW_COUNT_OFFSET: u32 = 0;
+#[no_mangle]
+pub static TW_BIAS: u32 = 0;
+/// Offset of `struct net.ns`'s reference count (`__ns_ref`, or `count` before 6.18).
+#[no_mangle]
+pub static NS_REFS_OFFSET: u32 = 0;

@@ -13,12 +13,12 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    bindings::{seq_file, BPF_ANY, BPF_NOEXIST},
+    helpers::{bpf_ktime_get_ns, bpf_seq_write},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tcpmon_common::{counter, maps, tcp_state, ListenerEntry, ListenerRecord, AF_INET};
+use tcpmon_common::{counter, maps, tcp_state, ListenerEntry, ListenerRecord, SeedRecord, AF_INET};
 
 use crate::{
     config::{
@@ -29,7 +29,7 @@ use crate::{
     counted_family,
     kernel::{read_kernel, sock_field},
     maps::{COUNTERS, LISTENERS, LISTENER_ANSWERS, LISTENER_QUERY},
-    Transition,
+    namespaces, Transition,
 };
 
 /// Follows a socket into and out of LISTEN.
@@ -53,28 +53,47 @@ pub fn follow(t: &Transition) {
 }
 
 /// `struct bpf_iter__tcp { struct bpf_iter_meta *meta; struct sock_common *sk_common; uid }`:
-/// puts each listening socket of the namespace that opened the iterator in `LISTENERS`, unless
-/// the main program already did (its entry is newer).
+/// the start-up walk of one namespace. For each full socket it writes a [`SeedRecord`] (the
+/// agent's baseline of sockets per state, see `startup`) and puts a listener in `LISTENERS`
+/// unless the main program already did (its entry is newer); it notes the namespace of every
+/// socket, time-wait ones included, for the time-wait counts.
 #[no_mangle]
 #[link_section = "iter/tcp"]
 pub extern "C" fn tcpmon_seed_listeners(ctx: *mut c_void) -> i32 {
     let ctx = ctx as *const u64;
     // SAFETY: the kernel's context, as laid out above; the socket is NULL on the last call.
-    let sk = unsafe { *ctx.add(1) as *const u8 };
-    if sk.is_null() {
+    let (meta, sk) = unsafe { (*ctx as *const u8, *ctx.add(1) as *const u8) };
+    if sk.is_null() || counted_family(sk).is_none() {
         return 0;
     }
-    let state: u8 = sock_field(sk, &SK_STATE_OFFSET);
-    if i32::from(state) != tcp_state::LISTEN || counted_family(sk).is_none() {
+    namespaces::note(sk);
+    let state = i32::from(sock_field::<u8>(sk, &SK_STATE_OFFSET));
+    if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return 0;
     }
-    let entry = ListenerEntry {
-        // SAFETY: the helper has no preconditions.
-        since_ns: unsafe { bpf_ktime_get_ns() },
+    let record = SeedRecord {
+        skaddr: sk as u64,
+        state: state as u32,
+        _pad: 0,
     };
-    // A full map is counted when the agent compares what it seeded (it logs it); the
-    // program's own counter is for listeners that come later.
-    let _ = LISTENERS.insert(&(sk as u64), &entry, u64::from(BPF_NOEXIST));
+    // SAFETY: `meta` is the iterator's BTF-typed `bpf_iter_meta`, whose first member is the
+    // seq_file; the record is a live stack value of the size given.
+    unsafe {
+        let seq: *mut seq_file = core::ptr::read_volatile(meta as *const *mut seq_file);
+        bpf_seq_write(
+            seq,
+            (&raw const record).cast(),
+            core::mem::size_of::<SeedRecord>() as u32,
+        );
+    }
+    if state == tcp_state::LISTEN {
+        let entry = ListenerEntry {
+            // SAFETY: the helper has no preconditions.
+            since_ns: unsafe { bpf_ktime_get_ns() },
+        };
+        // A full map is counted when the program itself meets a new listener.
+        let _ = LISTENERS.insert(&(sk as u64), &entry, u64::from(BPF_NOEXIST));
+    }
     0
 }
 

@@ -22,10 +22,12 @@ mod config;
 mod kernel;
 mod listeners;
 mod maps;
+mod namespaces;
 mod reentry;
 mod resets;
 mod retransmits;
 mod sockets_iter;
+mod startup;
 mod tail;
 mod trouble;
 mod workloads;
@@ -141,6 +143,16 @@ fn account(t: &Transition) -> u64 {
         TRANSITIONS.increment(t.row, index);
     }
     listeners::follow(t);
+    if t.old != t.new {
+        startup::note_first(t);
+        let made_time_wait = matches!(
+            t.old,
+            tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSING
+        );
+        if t.new == tcp_state::CLOSE && made_time_wait {
+            namespaces::note(t.sk);
+        }
+    }
     let tail = tail::wanted(t);
     // A same-state event (shutdown then close) is a transition but ends nothing and never
     // restarts a timer.

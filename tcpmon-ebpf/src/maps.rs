@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use tcpmon_common::{
     counter, dwell_bucket, handshake, maps, port, reset, tcp_state, workload, DwellHistogram,
-    ListenerEntry, ListenerRecord, SocketEntry, TailFilter, TRANSITION_SLOTS,
+    ListenerEntry, ListenerRecord, NamespaceRecord, SocketEntry, TailFilter, TRANSITION_SLOTS,
 };
 
 /// Transition counters by (family, old state, new state).
@@ -37,6 +37,28 @@ pub static LISTENER_QUERY: Array<u64> = Array::with_max_entries(maps::LISTENERS_
 /// What `tcpmon_read_listeners` read, index for index with `LISTENER_QUERY`.
 #[map]
 pub static LISTENER_ANSWERS: Array<ListenerRecord> =
+    Array::with_max_entries(maps::LISTENERS_PER_READ, 0);
+
+/// The start-up window's flag and the count of sockets `FIRST_SEEN` had no room for (see
+/// `startup`).
+#[map]
+pub static STARTUP: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The state each socket was in before its first transition in the start-up window.
+#[map]
+pub static FIRST_SEEN: HashMap<u64, u32> = HashMap::with_max_entries(maps::MAX_FIRST_SEEN, 0);
+
+/// Namespaces whose time-wait sockets are counted: `struct net` address to inode.
+#[map]
+pub static NAMESPACES: HashMap<u64, u32> = HashMap::with_max_entries(maps::MAX_NAMESPACES, 0);
+
+/// The inode of the namespace each CPU last put in `NAMESPACES`.
+#[map]
+pub static LAST_NAMESPACE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// What `tcpmon_read_namespaces` read, index for index with `LISTENER_QUERY`.
+#[map]
+pub static NAMESPACE_ANSWERS: Array<NamespaceRecord> =
     Array::with_max_entries(maps::LISTENERS_PER_READ, 0);
 
 /// Bookkeeping counters (inserts, deletes, stale, untracked, untimed handshakes).

@@ -12,7 +12,10 @@ use prometheus::Registry;
 use crate::{
     cli::AgentOptions,
     error::Error,
-    metrics::{collector::ProbeCollector, listen_watch::ListenWatch, ports::PortTable},
+    metrics::{
+        collector::ProbeCollector, listen_watch::ListenWatch, netns, ports::PortTable,
+        socket_states,
+    },
     privileges::{
         self,
         capabilities::{self, User},
@@ -66,9 +69,24 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
         options.netns.clone(),
         Arc::clone(&workloads),
     ));
-    let listener_reader = probe
-        .take_listener_reader()
-        .ok_or_else(|| Error::Load("the listener reader was taken twice".into()))?;
+    let readers = Arc::new(
+        probe
+            .take_readers()
+            .ok_or_else(|| Error::Load("the kernel readers were taken twice".into()))?,
+    );
+    let namespaces = match &options.netns {
+        Some(path) => vec![path.clone()],
+        None => netns::all().into_values().collect(),
+    };
+    let (socket_states, unnoted) =
+        socket_states::take_baseline(&readers, namespaces, probe.transitions_at_attach().to_vec())
+            .map_err(|cause| Error::Io {
+                what: "walking the sockets of every namespace at start-up".into(),
+                cause,
+            })?;
+    if unnoted > 0 {
+        eprintln!("{}", startup::unnoted_sockets_note(unnoted));
+    }
     let trouble_ring = probe.take_trouble_ring()?;
     let reset_reasons = probe.reset_reasons().clone();
     let ports = PortTable::continuing(&probe.port_slots()?, &options.ports, options.max_ports)
@@ -79,21 +97,14 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let hub = Hub::start(ring, kernel_filter);
         let recent = Recent::start(trouble_ring, options.recent_events as usize, reset_reasons);
-        let listen_watch = ListenWatch::new(
-            options.netns.clone(),
-            Arc::clone(&recent),
-            listener_reader,
-        )
-        .map_err(|cause| Error::Io {
-            what: "finding the listeners that predate the agent".into(),
-            cause,
-        })?;
+        let listen_watch = ListenWatch::new(Arc::clone(&recent), readers);
         let collector = ProbeCollector::new(
             probe,
             ports,
             Arc::clone(&listen_watch),
             Arc::clone(&hub),
             Arc::clone(&workloads),
+            socket_states,
             options.max_workloads as usize,
         )?;
         listen_watch.start();

@@ -66,6 +66,12 @@ pub const NO_RESET_REASONS_NOTE: &str = "tcpmon: note: this kernel names no rese
 pub const NO_SOCKET_CGROUPS_NOTE: &str =
     "tcpmon: note: this kernel's sockets carry no cgroup: every workload label is \"unknown\"";
 
+/// Printed at start when sockets changed state faster than the program could note them while
+/// the agent took its count of sockets per state.
+pub fn unnoted_sockets_note(unnoted: u64) -> String {
+    format!("tcpmon: note: {unnoted} sockets changed state while the agent started without room to note them: tcpmon_sockets may be off by up to {unnoted} until the agent restarts")
+}
+
 /// Loads and attaches the probe with this kernel's offsets (printing the kernel's caveats, if
 /// it has them), then gives back the memory that start-up needed only once.
 pub fn load_probe(

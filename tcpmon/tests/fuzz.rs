@@ -1,12 +1,9 @@
-//! Property tests of everything that parses input tcpmon does not control: kernel BTF, sock_diag replies, tail requests and filters. None may panic, whatever the
+//! Property tests of everything that parses input tcpmon does not control: kernel BTF, the kernel's counts, tail requests and filters. None may panic, whatever the
 //! bytes; what they accept must make sense.
 use proptest::prelude::*;
 use tcpmon::{
     cli::OutputFormat,
-    metrics::{
-        histogram,
-        sock_diag::{self, SocketCounts},
-    },
+    metrics::{histogram, socket_states::SocketStates},
     probe::btf::Btf,
     tail::{
         client::Printer,
@@ -50,9 +47,15 @@ proptest! {
     }
 
     #[test]
-    fn sock_diag_replies_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
-        let mut counts = SocketCounts::default();
-        let _ = sock_diag::parse(&data, &mut |s| sock_diag::count_socket(s, &mut counts));
+    fn socket_counts_never_panic_whatever_the_kernel_counts(
+        before in proptest::collection::vec(any::<u64>(), 0..600),
+        now in proptest::collection::vec(any::<u64>(), 0..600),
+        requests in any::<u64>(),
+        time_wait in any::<u64>(),
+    ) {
+        let states = SocketStates::new(&[], &Default::default(), before);
+        let counts = states.counts(&now, requests, time_wait);
+        prop_assert!(counts.by_state.len() > tcpmon_common::tcp_state::NEW_SYN_RECV as usize);
     }
 
     #[test]

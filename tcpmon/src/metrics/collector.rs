@@ -1,6 +1,6 @@
-//! The Prometheus collector: at scrape time it counts sockets with sock_diag, gives newly seen
-//! listening ports their label, reads the kernel's maps and builds the metric families. There
-//! is no per-event work in userspace.
+//! The Prometheus collector: at scrape time it reads the kernel's maps and its readers (every
+//! listener and namespace at once), gives newly seen listening ports their label, and builds
+//! the metric families. There is no per-event work in userspace, and nothing per namespace.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
@@ -21,9 +21,8 @@ use super::{
     families::{self, ProgramRuns, ScrapeInput},
     listen_watch::ListenWatch,
     listeners::PortQueue,
-    netns,
     ports::PortTable,
-    sock_diag::{self, SocketCounts},
+    socket_states::SocketStates,
     workloads::{WorkloadLabels, UNKNOWN},
 };
 use crate::{
@@ -55,6 +54,8 @@ pub struct ProbeCollector {
     hub: Arc<Hub>,
     /// Names of the sockets' cgroups.
     workloads: Arc<Workloads>,
+    /// Sockets per state at attach, for `tcpmon_sockets`.
+    socket_states: SocketStates,
     collecting: Mutex<()>,
     /// Collections that failed (`tcpmon_scrape_errors_total`).
     errors: AtomicU64,
@@ -69,6 +70,7 @@ impl ProbeCollector {
         listen_watch: Arc<ListenWatch>,
         hub: Arc<Hub>,
         workloads: Arc<Workloads>,
+        socket_states: SocketStates,
         max_workloads: usize,
     ) -> Result<ProbeCollector, Error> {
         for (port, slot) in ports.assignments() {
@@ -99,32 +101,36 @@ impl ProbeCollector {
             listen_watch,
             hub,
             workloads,
+            socket_states,
             collecting: Mutex::new(()),
             errors: AtomicU64::new(0),
             descs,
         };
-        collector.count_sockets()?;
+        collector.read_listeners()?;
         Ok(collector)
     }
 
-    /// Counts sockets in every namespace in scope, sums listeners per port, and labels newly
-    /// seen listening ports.
-    fn count_sockets(&self) -> Result<(SocketCounts, BTreeMap<u16, PortQueue>), Error> {
-        let per_namespace = netns::in_each(self.listen_watch.namespaces(), || {
-            sock_diag::count_tcp_sockets(&sock_diag::open()?)
-        })
-        .map_err(|cause| Error::Io {
-            what: "counting sockets with sock_diag".into(),
-            cause,
-        })?;
-        let mut total = SocketCounts::default();
-        for counts in &per_namespace {
-            total.add(counts);
-        }
-        let listeners = self.listen_watch.listeners().map_err(|cause| Error::Io {
-            what: "reading the listeners".into(),
-            cause,
-        })?;
+    /// Reads every listener (labelling newly seen listening ports) and every namespace's
+    /// time-wait count: returns the request and time-wait sockets, and each port's sums.
+    fn read_listeners(&self) -> Result<(u64, u64, BTreeMap<u16, PortQueue>), Error> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |cause| Error::Io { what, cause }
+        };
+        let listeners = self
+            .listen_watch
+            .listeners()
+            .map_err(io("reading the listeners"))?;
+        let namespaces = self
+            .listen_watch
+            .readers()
+            .namespaces()
+            .map_err(io("reading the namespaces' time-wait counts"))?;
+        let requests = listeners.iter().map(|l| l.requests).sum();
+        let time_wait = namespaces
+            .iter()
+            .map(|n| u64::try_from(n.time_wait).unwrap_or(0))
+            .sum();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // In port order, as documented: with more ports than `--max-ports`, the lowest win.
         let listening: BTreeSet<u16> = listeners.iter().map(|l| l.port).collect();
@@ -133,15 +139,14 @@ impl ProbeCollector {
             state.probe.set_port_slot(port, slot)?;
         }
         drop(state);
-        Ok((total, self.listen_watch.observe(&listeners)))
+        Ok((requests, time_wait, self.listen_watch.observe(&listeners)))
     }
 
     fn families(&self) -> Result<Vec<MetricFamily>, Error> {
-        // One collection at a time: concurrent scrapes wait instead of each walking every
-        // namespace at once.
+        // One collection at a time: concurrent scrapes wait instead of each reading the maps.
         let _one_at_a_time = self.collecting.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let (sockets, listen) = self.count_sockets()?;
+        let (requests, time_wait, listen) = self.read_listeners()?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Evictions are not reported by the kernel, but every entry is inserted, deleted on
         // CLOSE, evicted, or still present. Inserts are read before the map is counted and
@@ -152,6 +157,9 @@ impl ProbeCollector {
         let inserts = state.probe.counters()?[counter::TRACKED_INSERTS as usize];
         let tracked = state.probe.tracked_sockets()?;
         let snapshot = state.probe.snapshot()?;
+        let sockets = self
+            .socket_states
+            .counts(&snapshot.transitions, requests, time_wait);
         let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
         let resets = state.probe.resets()?;
         // Read after the snapshot's uncounted ones: a handshake is in the hash or in those.

@@ -10,8 +10,8 @@ use super::{
     listeners::{self, PortQueue},
     ports::PortTable,
     resets::{self, ReasonNames},
-    sock_diag::SocketCounts,
     socket_ages,
+    socket_states::SocketCounts,
     workloads::ByWorkload,
 };
 use crate::{

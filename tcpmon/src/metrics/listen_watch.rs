@@ -14,16 +14,12 @@
 use std::{
     collections::BTreeMap,
     io,
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use super::{
-    listeners::{ListenDrops, Listener, PortQueue},
-    netns,
-};
-use crate::{probe::listener_reader::ListenerReader, tail::agent::recent::Recent};
+use super::listeners::{ListenDrops, Listener, PortQueue};
+use crate::{probe::readers::KernelReaders, tail::agent::recent::Recent};
 
 /// How often the watcher looks. A second is what a person reading `tail --recent` resolves,
 /// and the dumps are of listeners only (a few per namespace).
@@ -31,28 +27,22 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct ListenWatch {
     drops: Mutex<ListenDrops>,
-    /// The one namespace watched (`--netns`), or `None` for all of them.
-    netns: Option<PathBuf>,
     recent: Arc<Recent>,
-    listeners: ListenerReader,
+    readers: Arc<KernelReaders>,
 }
 
 impl ListenWatch {
-    /// Puts the listeners that predate the agent in the program's listener map (entering each
-    /// namespace in scope once), and takes what they dropped so far as the starting point.
-    pub fn new(
-        netns: Option<PathBuf>,
-        recent: Arc<Recent>,
-        listeners: ListenerReader,
-    ) -> io::Result<Arc<ListenWatch>> {
-        let watch = ListenWatch {
+    pub fn new(recent: Arc<Recent>, readers: Arc<KernelReaders>) -> Arc<ListenWatch> {
+        Arc::new(ListenWatch {
             drops: Mutex::new(ListenDrops::default()),
-            netns,
             recent,
-            listeners,
-        };
-        netns::in_each(watch.namespaces(), || watch.listeners.seed_here())?;
-        Ok(Arc::new(watch))
+            readers,
+        })
+    }
+
+    /// The kernel readers it reads the listeners with.
+    pub fn readers(&self) -> &KernelReaders {
+        &self.readers
     }
 
     /// Starts looking every second on the current tokio runtime.
@@ -71,17 +61,14 @@ impl ListenWatch {
         });
     }
 
-    /// The namespaces in scope now.
-    pub fn namespaces(&self) -> Vec<PathBuf> {
-        match &self.netns {
-            Some(path) => vec![path.clone()],
-            None => netns::all().into_values().collect(),
-        }
-    }
-
     /// Every listener in scope now.
     pub fn listeners(&self) -> io::Result<Vec<Listener>> {
-        Ok(self.listeners.read()?.iter().map(Listener::from).collect())
+        Ok(self
+            .readers
+            .listeners()?
+            .iter()
+            .map(Listener::from)
+            .collect())
     }
 
     /// Reads the listeners and takes what they dropped.

@@ -1,6 +1,7 @@
 //! Scrape time: what `/metrics` shows. The collector reads the kernel's aggregate maps (through
-//! the probe) and counts sockets with sock_diag in every network namespace, and `families`
-//! turns one such read into Prometheus metric families. Nothing here runs per event.
+//! the probe) and every listener and namespace at once (through the kernel readers), and
+//! `families` turns one such read into Prometheus metric families. Nothing here runs per
+//! event or per namespace.
 pub mod collector;
 pub mod descriptors;
 pub mod families;
@@ -10,6 +11,6 @@ pub mod listeners;
 pub mod netns;
 pub mod ports;
 pub mod resets;
-pub mod sock_diag;
 pub mod socket_ages;
+pub mod socket_states;
 pub mod workloads;

@@ -1,11 +1,11 @@
 //! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
 pub mod btf;
 pub mod kernel_features;
-pub mod listener_reader;
 pub mod map_batch;
 pub mod offsets;
 pub mod pin;
 pub mod prog_stats;
+pub mod readers;
 mod reading;
 mod resets;
 pub mod socket_iter;
@@ -21,17 +21,19 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use tcpmon_common::{
-    maps, TailFilter, COVER_PROGRAM_NAME, LISTENER_READER_NAME, PROGRAM_NAME,
-    SEED_LISTENERS_ITERATOR_NAME, SOCKETS_ITERATOR_NAME, SYNACK_RETRANSMIT_PROGRAM_NAME,
-    SYN_RETRANSMIT_PROGRAM_NAME,
+    maps, TailFilter, COVER_PROGRAM_NAME, LISTENER_READER_NAME, NAMESPACE_READER_NAME,
+    PROGRAM_NAME, SEED_LISTENERS_ITERATOR_NAME, SOCKETS_ITERATOR_NAME,
+    SYNACK_RETRANSMIT_PROGRAM_NAME, SYN_RETRANSMIT_PROGRAM_NAME, TRANSITION_SLOTS,
 };
 
-use self::{
-    listener_reader::ListenerReader, prog_stats::ProgramStats, socket_iter::SocketIterator,
-};
 pub use self::{
     offsets::KernelOffsets,
     reading::{Snapshot, TrackedSockets},
+};
+use self::{
+    prog_stats::ProgramStats,
+    readers::{KernelReaders, ReaderParts},
+    socket_iter::SocketIterator,
 };
 use crate::{error::Error, metrics::resets::ReasonNames};
 
@@ -67,7 +69,8 @@ pub struct Probe {
     reset_programs: [(&'static str, &'static str); 2],
     reset_reasons: ReasonNames,
     socket_iterator: Option<SocketIterator>,
-    listener_reader: Option<ListenerReader>,
+    readers: Option<KernelReaders>,
+    transitions_at_attach: Vec<u64>,
 }
 
 impl Probe {
@@ -131,9 +134,23 @@ impl Probe {
             .override_global("SK_ACK_BACKLOG_OFFSET", &o.sk_ack_backlog, true)
             .override_global("SK_MAX_ACK_BACKLOG_OFFSET", &o.sk_max_ack_backlog, true)
             .override_global("ACCEPT_QLEN_OFFSET", &o.accept_qlen, true)
+            .override_global("TW_DEATH_ROW_OFFSET", &o.time_wait.death_row, true)
+            .override_global("TW_INDIRECT", &u32::from(o.time_wait.indirect), true)
+            .override_global("TW_COUNT_OFFSET", &o.time_wait.count, true)
+            .override_global("TW_BIAS", &o.time_wait.bias, true)
+            .override_global("NS_REFS_OFFSET", &o.ns_refs, true)
             .map_max_entries(maps::SOCKETS, config.max_tracked_sockets)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
+        // Nothing counts before the program is attached: the counts now are where the
+        // sockets-per-state arithmetic starts (`metrics::socket_states`).
+        let transitions_at_attach = match ebpf.map(maps::TRANSITIONS) {
+            Some(Map::PerCpuArray(data)) => {
+                reading::sum_counters(data, TRANSITION_SLOTS, maps::ROWS)
+                    .map_err(|e| map_error(maps::TRANSITIONS, "read", e))?
+            }
+            _ => return Err(map_error(maps::TRANSITIONS, "find", "missing")),
+        };
         // The main program first: the kernel runs a tracepoint's programs in the order they
         // were attached, and the cover must run after it for every transition.
         let program_id = attach(&mut ebpf, PROGRAM_NAME, TRACEPOINT_NAME, &btf)?;
@@ -151,7 +168,7 @@ impl Probe {
             "tcp",
             &btf,
         )?);
-        let listener_reader = load_listener_reader(&mut ebpf, &btf)?;
+        let readers = load_readers(&mut ebpf, &btf)?;
         drop(btf);
         Ok(Probe {
             ebpf,
@@ -159,7 +176,8 @@ impl Probe {
             reset_programs,
             reset_reasons: ReasonNames::new(o.reset_reasons.as_deref().unwrap_or_default()),
             socket_iterator: Some(socket_iterator),
-            listener_reader: Some(listener_reader),
+            readers: Some(readers),
+            transitions_at_attach,
         })
     }
 
@@ -221,9 +239,9 @@ impl Probe {
         RingBuf::try_from(map).map_err(|e| map_error(maps::TROUBLE, "open", e))
     }
 
-    /// Takes the listener reader out of the probe, for the scrape and the listen watcher.
-    pub fn take_listener_reader(&mut self) -> Option<ListenerReader> {
-        self.listener_reader.take()
+    /// Takes the kernel readers out of the probe, for the scrape and the listen watcher.
+    pub fn take_readers(&mut self) -> Option<KernelReaders> {
+        self.readers.take()
     }
 
     /// Takes the socket iterator out of the probe, for the tail socket's `sockets` requests.
@@ -296,23 +314,12 @@ fn load_iterator(
         .map_err(|e| Error::Load(format!("{name}: {e:#}")))
 }
 
-/// Loads the listener reader (never attached: run on demand), the seed iterator and
-/// descriptors of their maps.
-fn load_listener_reader(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<ListenerReader, Error> {
+/// Loads the readers (never attached: run on demand), the start-up walk and descriptors of
+/// their maps.
+fn load_readers(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<KernelReaders, Error> {
     let seed = load_iterator(ebpf, SEED_LISTENERS_ITERATOR_NAME, "tcp", btf)?;
-    let name = LISTENER_READER_NAME;
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| Error::Load(format!("program {name} missing from object")))?
-        .try_into()
-        .map_err(|e| Error::Load(format!("{e:#}")))?;
-    program
-        .load()
-        .map_err(|e| Error::Load(format!("verifier: {name}: {e:#}")))?;
-    let reader = program
-        .fd()
-        .and_then(|fd| fd.try_clone().map_err(Into::into))
-        .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
+    let listener_reader = load_reader(ebpf, LISTENER_READER_NAME)?;
+    let namespace_reader = load_reader(ebpf, NAMESPACE_READER_NAME)?;
     let fd = |name: &'static str| match ebpf.map(name) {
         Some(Map::HashMap(data) | Map::Array(data)) => data
             .fd()
@@ -321,12 +328,38 @@ fn load_listener_reader(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<ListenerReader,
             .map_err(|e| map_error(name, "open", e)),
         _ => Err(map_error(name, "find", "missing from the eBPF object")),
     };
-    let fds = [
+    let maps = [
         fd(maps::LISTENERS)?,
         fd(maps::LISTENER_QUERY)?,
         fd(maps::LISTENER_ANSWERS)?,
+        fd(maps::NAMESPACES)?,
+        fd(maps::NAMESPACE_ANSWERS)?,
+        fd(maps::STARTUP)?,
+        fd(maps::FIRST_SEEN)?,
     ];
-    ListenerReader::new(reader, seed, fds).map_err(|e| map_error(maps::LISTENERS, "open", e))
+    KernelReaders::new(ReaderParts {
+        listener_reader,
+        namespace_reader,
+        seed,
+        maps,
+    })
+    .map_err(|e| map_error(maps::LISTENERS, "open", e))
+}
+
+/// Loads the raw tracepoint program `name`, never attached, and returns a descriptor of it.
+fn load_reader(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::programs::ProgramFd, Error> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Load(format!("program {name} missing from object")))?
+        .try_into()
+        .map_err(|e| Error::Load(format!("{e:#}")))?;
+    program
+        .load()
+        .map_err(|e| Error::Load(format!("verifier: {name}: {e:#}")))?;
+    program
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|e| Error::Load(format!("{name}: {e:#}")))
 }
 
 /// Loads program `name` of the object for `tracepoint` and attaches it; returns its id.

@@ -63,6 +63,10 @@ pub struct KernelOffsets {
     pub sk_ack_backlog: u32,
     pub sk_max_ack_backlog: u32,
     pub accept_qlen: u32,
+    /// Where a namespace's time-wait count is.
+    pub time_wait: TimeWaitOffsets,
+    /// `struct net.ns.__ns_ref` (6.18+) or `struct net.ns.count`: 0 once a namespace is gone.
+    pub ns_refs: u32,
     /// Where a socket's cgroup is; `None` on kernels built without socket cgroup data
     /// (`CONFIG_SOCK_CGROUP_DATA`), where no socket has a workload.
     pub cgroup: Option<CgroupOffsets>,
@@ -139,6 +143,11 @@ impl KernelOffsets {
             accept_qlen: btf
                 .member_offset("inet_connection_sock", &["icsk_accept_queue", "qlen"])
                 .map_err(layout)?,
+            time_wait: TimeWaitOffsets::from_btf(&btf).map_err(layout)?,
+            ns_refs: btf
+                .member_offset("net", &["ns", "__ns_ref"])
+                .or_else(|_| btf.member_offset("net", &["ns", "count"]))
+                .map_err(layout)?,
             cgroup: CgroupOffsets::from_btf(&btf),
             reset_reasons: btf.enum_values("sk_rst_reason"),
         })
@@ -168,6 +177,42 @@ impl CgroupOffsets {
             typed: btf
                 .member_offset("sock", &["sk_cgrp_data", "cgroup"])
                 .is_ok(),
+        })
+    }
+}
+
+/// Where `/proc/net/sockstat`'s "tw" of a namespace lives: `struct net.ipv4.tcp_death_row`, a
+/// struct with `tw_refcount` (one more than the count) since 6.2, a pointer to one in
+/// 5.19-6.1, and a struct with `tw_count` (the count) before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeWaitOffsets {
+    /// Offset of the pointer in `struct net` (used only when `indirect`).
+    pub death_row: u32,
+    pub indirect: bool,
+    /// Offset of the count: in `struct net`, or in the pointed-to struct when `indirect`.
+    pub count: u32,
+    /// What to subtract from the count.
+    pub bias: u32,
+}
+
+impl TimeWaitOffsets {
+    fn from_btf(btf: &Btf) -> Result<TimeWaitOffsets, String> {
+        let row = ["ipv4", "tcp_death_row"];
+        for (field, bias) in [("tw_refcount", 1), ("tw_count", 0)] {
+            if let Ok(count) = btf.member_offset("net", &[row[0], row[1], field]) {
+                return Ok(TimeWaitOffsets {
+                    death_row: 0,
+                    indirect: false,
+                    count,
+                    bias,
+                });
+            }
+        }
+        Ok(TimeWaitOffsets {
+            death_row: btf.member_offset("net", &row)?,
+            indirect: true,
+            count: btf.member_offset("inet_timewait_death_row", &["tw_refcount"])?,
+            bias: 1,
         })
     }
 }

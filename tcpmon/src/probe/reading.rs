@@ -3,6 +3,8 @@ use tcpmon_common::{
     counter, handshake, maps, tcp_state, workload, DwellHistogram, SocketEntry, TRANSITION_SLOTS,
 };
 
+use aya::maps::MapData;
+
 use super::{map_batch, Probe};
 use crate::{error::Error, metrics::histogram};
 
@@ -37,13 +39,12 @@ impl Probe {
     /// A per-CPU array of counters, summed over CPUs and the first `rows` rows (see
     /// `tcpmon_common::maps`).
     fn counters_of(&self, name: &'static str, slots: u32, rows: u32) -> Result<Vec<u64>, Error> {
-        let per_cpu = map_batch::per_cpu_array::<u64>(self.map_data(name)?, rows * slots)
-            .map_err(Self::read_error(name))?;
-        let mut totals = vec![0u64; slots as usize];
-        for (index, cpus) in per_cpu.iter().enumerate() {
-            totals[index % slots as usize] += cpus.iter().sum::<u64>();
-        }
-        Ok(totals)
+        sum_counters(self.map_data(name)?, slots, rows).map_err(Self::read_error(name))
+    }
+
+    /// The transition counts when the program was attached (zeros, or a pinned map's).
+    pub fn transitions_at_attach(&self) -> &[u64] {
+        &self.transitions_at_attach
     }
 
     /// A per-CPU array of histograms, merged over CPUs and the first `rows` rows.
@@ -122,4 +123,15 @@ impl Probe {
         .map_err(Self::read_error(maps::SOCKETS))?;
         Ok(tracked)
     }
+}
+
+/// A per-CPU array of `u64` counters, summed over CPUs and the first `rows` rows.
+pub(super) fn sum_counters(map: &MapData, slots: u32, rows: u32) -> std::io::Result<Vec<u64>> {
+    let per_cpu = map_batch::per_cpu_array::<u64>(map, rows * slots)?;
+    let mut totals = vec![0u64; slots as usize];
+    for (index, cpus) in per_cpu.iter().enumerate() {
+        totals[index % slots as usize] = totals[index % slots as usize]
+            .wrapping_add(cpus.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)));
+    }
+    Ok(totals)
 }

@@ -11,6 +11,7 @@
 mod support;
 
 mod agent_metrics;
+mod busy_node;
 mod deploy;
 mod errors;
 mod handshake_failures;

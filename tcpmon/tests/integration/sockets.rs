@@ -33,15 +33,17 @@ fn close_wait_sockets_are_counted_while_held_and_timed_after() {
     });
     let closed_at = Instant::now();
 
-    // The clients' FINs are ACKed with a delayed ACK: wait until they all reached FIN_WAIT2
-    // (orphaned, they already are time-wait mini-sockets in that substate), so that the agent
-    // and ss look at the same settled state.
+    // The clients' FINs are ACKed with a delayed ACK: wait until they all reached FIN_WAIT2.
+    // Orphaned, they then are time-wait mini-sockets in that substate, which the kernel counts
+    // as time-wait sockets and so does tcpmon (ss shows them as FIN-WAIT-2 with a timewait
+    // timer), so that the agent and ss look at the same settled state.
     let scrape = scrape_until(&agent, |s| {
-        s.sockets()["CLOSE_WAIT"] == K && s.sockets()["FIN_WAIT2"] == K
+        s.sockets()["CLOSE_WAIT"] == K && s.sockets()["TIME_WAIT"] == K
     });
     let sockets = scrape.sockets();
     assert_eq!(sockets["CLOSE_WAIT"], K, "held sockets");
-    assert_eq!(sockets["FIN_WAIT2"], K, "closed clients");
+    assert_eq!(sockets["TIME_WAIT"], K, "closed clients");
+    assert_eq!(sockets["FIN_WAIT2"], 0, "no full socket in FIN_WAIT2");
     assert_eq!(sockets["LISTEN"], 1);
     assert_eq!(sockets, ss_counts(&ns), "agrees with ss -tan");
 

@@ -130,6 +130,13 @@ fn standalone(
         .transpose()?;
     let max = tcpmon_common::maps::MAX_TRACKED_SOCKETS;
     let mut probe = startup::load_probe(netns, max, Vec::new(), false)?;
+    // The tail needs no count of sockets per state: close the program's start-up window now.
+    if let Some(readers) = probe.take_readers() {
+        readers.close_startup_window().map_err(|cause| Error::Io {
+            what: "closing the start-up window".into(),
+            cause,
+        })?;
+    }
     let (ring, switch) = probe.take_tail_maps()?;
     startup::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch);

@@ -286,27 +286,30 @@ impl Agent {
     /// As [`Agent::start`], with more arguments for `tcpmon agent` (for example
     /// `--web-config FILE`).
     pub fn start_with(netns: &NetNs, args: &[&str]) -> Agent {
-        Agent::launch(netns, args, None)
+        Agent::launch(netns, args, None, true)
+    }
+
+    /// As [`Agent::start_with`], counting every network namespace (no `--netns`); `netns`
+    /// only names the tail socket.
+    pub fn start_everywhere(netns: &NetNs, args: &[&str]) -> Agent {
+        Agent::launch(netns, args, None, false)
     }
 
     /// As [`Agent::start_with`], with the soft limit on open files lowered to `soft` in the
     /// agent (systemd's default is 1,024), to see that the agent raises it.
     pub fn start_with_open_files(netns: &NetNs, args: &[&str], soft: u64) -> Agent {
-        Agent::launch(netns, args, Some(soft))
+        Agent::launch(netns, args, Some(soft), true)
     }
 
-    fn launch(netns: &NetNs, args: &[&str], soft_open_files: Option<u64>) -> Agent {
+    fn launch(netns: &NetNs, args: &[&str], soft_open_files: Option<u64>, only: bool) -> Agent {
         let addr = free_addr();
         let tail_socket = format!("/run/{}.sock", netns.name);
         let mut command = Command::new(TCPMON);
+        command.args(["agent", "--listen", &addr.to_string()]);
+        if only {
+            command.args(["--netns", &netns.path()]);
+        }
         command
-            .args([
-                "agent",
-                "--listen",
-                &addr.to_string(),
-                "--netns",
-                &netns.path(),
-            ])
             .args(["--tail-socket", &tail_socket])
             .args(args)
             .stdout(Stdio::null())
@@ -801,7 +804,7 @@ pub fn kernel_names_reset_reasons() -> bool {
 }
 
 /// Sockets per state in `ns` as `ss -tan` reports them, named as tcpmon names states, with
-/// every state present.
+/// every state present; time-wait mini-sockets in their FIN_WAIT2 substate count as TIME_WAIT.
 pub fn ss_counts(ns: &NetNs) -> BTreeMap<String, u64> {
     let names = [
         ("ESTAB", "ESTABLISHED"),
@@ -820,14 +823,21 @@ pub fn ss_counts(ns: &NetNs) -> BTreeMap<String, u64> {
         .iter()
         .map(|(_, ours)| (ours.to_string(), 0))
         .collect();
-    let out = run("ip", &["netns", "exec", &ns.name, "ss", "-tanH"]);
+    let out = run("ip", &["netns", "exec", &ns.name, "ss", "-tanoH"]);
     for line in out.lines() {
         let state = line.split_whitespace().next().unwrap_or_default();
         let (_, ours) = names
             .iter()
             .find(|(ss, _)| *ss == state)
             .unwrap_or_else(|| panic!("unknown ss state {state}"));
-        *counts.get_mut(*ours).expect("listed") += 1;
+        // An orphaned socket in FIN_WAIT2 is a time-wait mini-socket: the kernel (and tcpmon)
+        // counts it as a time-wait socket, ss shows its substate.
+        let ours = if line.contains("timer:(timewait") {
+            "TIME_WAIT"
+        } else {
+            ours
+        };
+        *counts.get_mut(ours).expect("listed") += 1;
     }
     counts
 }

@@ -109,6 +109,13 @@ pub const RESETS_UNCOUNTED: FamilyDesc = FamilyDesc {
     labels: &[],
 };
 
+pub const LISTENERS_UNTRACKED: FamilyDesc = FamilyDesc {
+    name: "tcpmon_listeners_untracked_total",
+    help: "Listening sockets the program's listener table had no room for: their queues and drops are not in the listen families.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+
 pub const TEARDOWNS: FamilyDesc = FamilyDesc {
     name: "tcpmon_teardowns_total",
     help: "Connections ended, by who closed first (local, remote, simultaneous) and how (fin: the four-way teardown; reset: anything else). workload: the socket's owner, as for tcpmon_handshakes_total.",
@@ -229,7 +236,7 @@ pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
 };
 
 /// Every family, in exposition order.
-pub const ALL: [&FamilyDesc; 29] = [
+pub const ALL: [&FamilyDesc; 30] = [
     &STATE_TRANSITIONS,
     &STATE_DURATION,
     &STATE_DURATION_UNMEASURED,
@@ -242,6 +249,7 @@ pub const ALL: [&FamilyDesc; 29] = [
     &LISTEN_DROPS,
     &RESETS,
     &RESETS_UNCOUNTED,
+    &LISTENERS_UNTRACKED,
     &TEARDOWNS,
     &SOCKETS,
     &OLDEST_SOCKET_AGE,

@@ -117,6 +117,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             input.reset_reasons,
         )),
         family::RESETS_UNCOUNTED.with(vec![counter(&[], c(counter::RESETS_UNCOUNTED))]),
+        family::LISTENERS_UNTRACKED.with(vec![counter(&[], c(counter::LISTENERS_UNTRACKED))]),
         family::TEARDOWNS.with(teardowns(input.by_workload, input.ports)),
         family::SOCKETS.with(sockets(input.sockets)),
         family::OLDEST_SOCKET_AGE.with(socket_ages::series(

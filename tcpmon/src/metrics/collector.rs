@@ -18,10 +18,11 @@ use tcpmon_common::counter;
 
 use super::{
     descriptors,
-    families::{self, ProgramRuns, ScrapeInput},
+    families::{self, ProgramRuns, ScrapeInput, Tracked},
     listen_watch::ListenWatch,
-    listeners::PortQueue,
+    listeners::{self, PortQueue},
     ports::PortTable,
+    scrape_parts::Parts,
     socket_states::SocketStates,
     workloads::{WorkloadLabels, UNKNOWN},
 };
@@ -57,7 +58,7 @@ pub struct ProbeCollector {
     /// Sockets per state at attach, for `tcpmon_sockets`.
     socket_states: SocketStates,
     collecting: Mutex<()>,
-    /// Collections that failed (`tcpmon_scrape_errors_total`).
+    /// Scrapes in which some part failed (`tcpmon_scrape_errors_total`).
     errors: AtomicU64,
     descs: Vec<Desc>,
 }
@@ -110,27 +111,14 @@ impl ProbeCollector {
         Ok(collector)
     }
 
-    /// Reads every listener (labelling newly seen listening ports) and every namespace's
-    /// time-wait count: returns the request and time-wait sockets, and each port's sums.
-    fn read_listeners(&self) -> Result<(u64, u64, BTreeMap<u16, PortQueue>), Error> {
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |cause| Error::Io { what, cause }
-        };
-        let listeners = self
-            .listen_watch
-            .listeners()
-            .map_err(io("reading the listeners"))?;
-        let namespaces = self
-            .listen_watch
-            .readers()
-            .namespaces()
-            .map_err(io("reading the namespaces' time-wait counts"))?;
+    /// Reads every listener and labels newly seen listening ports: returns the request
+    /// sockets, and each port's sums.
+    fn read_listeners(&self) -> Result<(u64, BTreeMap<u16, PortQueue>), Error> {
+        let listeners = self.listen_watch.listeners().map_err(|cause| Error::Io {
+            what: "reading the listeners".into(),
+            cause,
+        })?;
         let requests = listeners.iter().map(|l| l.requests).sum();
-        let time_wait = namespaces
-            .iter()
-            .map(|n| u64::try_from(n.time_wait).unwrap_or(0))
-            .sum();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // In port order, as documented: with more ports than `--max-ports`, the lowest win.
         let listening: BTreeSet<u16> = listeners.iter().map(|l| l.port).collect();
@@ -139,68 +127,119 @@ impl ProbeCollector {
             state.probe.set_port_slot(port, slot)?;
         }
         drop(state);
-        Ok((requests, time_wait, self.listen_watch.observe(&listeners)))
+        Ok((requests, self.listen_watch.observe(&listeners)))
     }
 
-    fn families(&self) -> Result<Vec<MetricFamily>, Error> {
+    /// The time-wait sockets of every namespace.
+    fn time_wait(&self) -> Result<u64, Error> {
+        let namespaces = self
+            .listen_watch
+            .readers()
+            .namespaces()
+            .map_err(|cause| Error::Io {
+                what: "reading the namespaces' time-wait counts".into(),
+                cause,
+            })?;
+        Ok(namespaces
+            .iter()
+            .map(|n| u64::try_from(n.time_wait).unwrap_or(0))
+            .sum())
+    }
+
+    /// One scrape, part by part (`scrape_parts`): a part that fails leaves out only its
+    /// families.
+    fn families(&self) -> Vec<MetricFamily> {
         // One collection at a time: concurrent scrapes wait instead of each reading the maps.
         let _one_at_a_time = self.collecting.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let (requests, time_wait, listen) = self.read_listeners()?;
+        let mut parts = Parts::default();
+        let listen = parts.run("listeners", || self.read_listeners());
+        let time_wait = parts.run("namespaces", || self.time_wait());
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let program = parts.run("programs", || state.probe.program_stats());
         // Evictions are not reported by the kernel, but every entry is inserted, deleted on
         // CLOSE, evicted, or still present. Inserts are read before the map is counted and
-        // deletes after, so `inserts - deletes - live` never exceeds the true count; keeping
-        // the maximum makes it monotonic, and it is exact whenever no socket changes state
-        // during the scrape.
-        let program = state.probe.program_stats()?;
-        let inserts = state.probe.counters()?[counter::TRACKED_INSERTS as usize];
-        let tracked = state.probe.tracked_sockets()?;
-        let snapshot = state.probe.snapshot()?;
-        let sockets = self
-            .socket_states
-            .counts(&snapshot.transitions, requests, time_wait);
-        let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
-        let resets = state.probe.resets()?;
-        // Read after the snapshot's uncounted ones: a handshake is in the hash or in those.
-        let counts = state.probe.workload_counts()?;
-        let by_workload =
-            state
-                .workload_labels
-                .split(&counts, &snapshot.workload_uncounted, |id| {
-                    self.workloads
-                        .name(id)
-                        .map_or_else(|| UNKNOWN.to_string(), |n| n.to_string())
-                });
-        let now_ns = monotonic_ns();
-        let estimate = inserts
-            .saturating_sub(deletes)
-            .saturating_sub(tracked.count);
-        state.evicted = state.evicted.max(estimate);
-        let mut program = ProgramRuns::of(&program, snapshot.counters[counter::COVERED as usize]);
-        // Never backwards: a later scrape can only find more of the truth.
-        program.missed = program.missed.map(|m| m.max(state.missed));
-        state.missed = program.missed.unwrap_or(0);
-        let families = families::build(&ScrapeInput {
-            snapshot: &snapshot,
-            by_workload: &by_workload,
-            ports: &state.ports,
-            sockets: &sockets,
-            listen: &listen,
-            resets: &resets,
-            reset_reasons: state.probe.reset_reasons(),
-            tracked: tracked.count,
-            oldest_entered_ns: &tracked.oldest_entered_ns,
-            now_ns,
-            evicted: state.evicted,
-            dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),
-            tail_clients: self.hub.subscribers(),
-            program,
-            bpf_stats_enabled: prog_stats::stats_enabled(),
-            last_collect_seconds: state.last_collect_seconds,
+        // deletes after (with the maps), so `inserts - deletes - live` never exceeds the true
+        // count; keeping the maximum makes it monotonic, and it is exact whenever no socket
+        // changes state during the scrape.
+        let tracked = parts.run("tracked_sockets", || {
+            let inserts = state.probe.counters()?[counter::TRACKED_INSERTS as usize];
+            Ok((inserts, state.probe.tracked_sockets()?))
         });
+        let maps = parts.run("maps", || {
+            let snapshot = state.probe.snapshot()?;
+            let resets = state.probe.resets()?;
+            // Read after the snapshot's uncounted ones: a handshake is in the hash or in those.
+            let counts = state.probe.workload_counts()?;
+            Ok((snapshot, resets, counts))
+        });
+        let mut families = match maps {
+            Some((snapshot, resets, counts)) => {
+                let sockets = match (&listen, time_wait) {
+                    (Some((requests, _)), Some(time_wait)) => Some(self.socket_states.counts(
+                        &snapshot.transitions,
+                        *requests,
+                        time_wait,
+                    )),
+                    _ => None,
+                };
+                let by_workload =
+                    state
+                        .workload_labels
+                        .split(&counts, &snapshot.workload_uncounted, |id| {
+                            self.workloads
+                                .name(id)
+                                .map_or_else(|| UNKNOWN.to_string(), |n| n.to_string())
+                        });
+                let deletes = snapshot.counters[counter::TRACKED_DELETES as usize];
+                let tracked = tracked.as_ref().map(|(inserts, tracked)| {
+                    let estimate = inserts
+                        .saturating_sub(deletes)
+                        .saturating_sub(tracked.count);
+                    state.evicted = state.evicted.max(estimate);
+                    Tracked {
+                        count: tracked.count,
+                        evicted: state.evicted,
+                        oldest_entered_ns: &tracked.oldest_entered_ns,
+                    }
+                });
+                let program = program.map(|stats| {
+                    let covered = snapshot.counters[counter::COVERED as usize];
+                    let mut program = ProgramRuns::of(&stats, covered);
+                    // Never backwards: a later scrape can only find more of the truth.
+                    program.missed = program.missed.map(|m| m.max(state.missed));
+                    state.missed = program.missed.unwrap_or(0);
+                    program
+                });
+                families::build(&ScrapeInput {
+                    snapshot: &snapshot,
+                    by_workload: &by_workload,
+                    ports: &state.ports,
+                    sockets: sockets.as_ref(),
+                    listen: listen.as_ref().map(|(_, listen)| listen),
+                    resets: &resets,
+                    reset_reasons: state.probe.reset_reasons(),
+                    tracked,
+                    now_ns: monotonic_ns(),
+                    dropped_slow: self.hub.dropped_slow.load(Ordering::Relaxed),
+                    tail_clients: self.hub.subscribers(),
+                    program,
+                    bpf_stats_enabled: prog_stats::stats_enabled(),
+                    last_collect_seconds: state.last_collect_seconds,
+                })
+            }
+            // Without the aggregate maps, what the listeners give still stands.
+            None => listen
+                .as_ref()
+                .map(|(_, listen)| listeners::families(&state.ports, listen))
+                .unwrap_or_default(),
+        };
         state.last_collect_seconds = started.elapsed().as_secs_f64();
-        Ok(families)
+        if !parts.all_succeeded() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        families.extend(parts.families());
+        families
     }
 }
 
@@ -210,16 +249,7 @@ impl Collector for ProbeCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut families = match self.families() {
-            Ok(families) => families,
-            Err(e) => {
-                // A failed read leaves the families out; the scrape still succeeds and
-                // Prometheus shows the gap instead of stale values, and the error count.
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("tcpmon: scrape: {e}");
-                Vec::new()
-            }
-        };
+        let mut families = self.families();
         let errors = self.errors.load(Ordering::Relaxed);
         families.push(families::scrape_errors(errors));
         families

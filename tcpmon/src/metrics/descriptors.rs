@@ -223,20 +223,35 @@ pub const BPF_STATS_ENABLED: FamilyDesc = FamilyDesc {
 
 pub const SCRAPE_COLLECT_DURATION: FamilyDesc = FamilyDesc {
     name: "tcpmon_scrape_collect_duration_seconds",
-    help: "How long the previous scrape took to read the kernel maps and count sockets.",
+    help:
+        "How long the previous scrape took to read the kernel maps and count sockets (every part).",
     kind: MetricType::GAUGE,
     labels: &[],
 };
 
+pub const SCRAPE_COLLECTOR_SUCCESS: FamilyDesc = FamilyDesc {
+    name: "tcpmon_scrape_collector_success",
+    help: "Whether each part of this scrape succeeded (1) or failed (0, its families left out, the error on stderr).",
+    kind: MetricType::GAUGE,
+    labels: &["collector"],
+};
+
+pub const SCRAPE_COLLECTOR_DURATION: FamilyDesc = FamilyDesc {
+    name: "tcpmon_scrape_collector_duration_seconds",
+    help: "How long each part of this scrape took.",
+    kind: MetricType::GAUGE,
+    labels: &["collector"],
+};
+
 pub const SCRAPE_ERRORS: FamilyDesc = FamilyDesc {
     name: "tcpmon_scrape_errors_total",
-    help: "Scrapes that could not read the kernel's maps or count sockets; such a scrape shows only this family and the process metrics, and the agent prints the error on stderr.",
+    help: "Scrapes in which some part failed (tcpmon_scrape_collector_success says which); the other parts' families are still there.",
     kind: MetricType::COUNTER,
     labels: &[],
 };
 
 /// Every family, in exposition order.
-pub const ALL: [&FamilyDesc; 30] = [
+pub const ALL: [&FamilyDesc; 32] = [
     &STATE_TRANSITIONS,
     &STATE_DURATION,
     &STATE_DURATION_UNMEASURED,
@@ -266,5 +281,7 @@ pub const ALL: [&FamilyDesc; 30] = [
     &SOCKET_MAP_BUSY,
     &BPF_STATS_ENABLED,
     &SCRAPE_COLLECT_DURATION,
+    &SCRAPE_COLLECTOR_SUCCESS,
+    &SCRAPE_COLLECTOR_DURATION,
     &SCRAPE_ERRORS,
 ];

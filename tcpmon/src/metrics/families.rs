@@ -64,35 +64,47 @@ impl ProgramRuns {
     }
 }
 
-/// What one scrape reads, besides the kernel maps.
+/// What one scrape reads, besides the kernel maps. What a failed part of the scrape would
+/// have given is `None`, and its families are left out (see `scrape_parts`).
 pub struct ScrapeInput<'a> {
     pub snapshot: &'a Snapshot,
     /// Handshakes and teardowns by workload label value.
     pub by_workload: &'a ByWorkload,
     pub ports: &'a PortTable,
-    pub sockets: &'a SocketCounts,
+    pub sockets: Option<&'a SocketCounts>,
     /// Listeners summed per port.
-    pub listen: &'a BTreeMap<u16, PortQueue>,
+    pub listen: Option<&'a BTreeMap<u16, PortQueue>>,
     pub resets: &'a [(reset::Key, u64)],
-    /// By (state, port slot), when the oldest tracked socket entered it; and now, on that clock.
-    pub oldest_entered_ns: &'a BTreeMap<(i32, u16), u64>,
     pub now_ns: u64,
     pub reset_reasons: &'a ReasonNames,
-    pub tracked: u64,
-    pub evicted: u64,
+    pub tracked: Option<Tracked<'a>>,
     /// Tail events dropped in userspace because a client was slow.
     pub dropped_slow: u64,
     pub tail_clients: usize,
-    pub program: ProgramRuns,
+    pub program: Option<ProgramRuns>,
     pub bpf_stats_enabled: bool,
     pub last_collect_seconds: f64,
+}
+
+/// What the per-socket map holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracked<'a> {
+    pub count: u64,
+    pub evicted: u64,
+    /// By (state, port slot), when the oldest tracked socket entered it (on the clock of
+    /// `ScrapeInput::now_ns`).
+    pub oldest_entered_ns: &'a BTreeMap<(i32, u16), u64>,
 }
 
 /// The families of one scrape; a family with no series yet is left out (the text format has
 /// no way to show an empty one).
 pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
     let s = input.snapshot;
-    let p = input.program;
+    // A part that failed gives no series, and its families are left out below.
+    let or_none = |present: bool, series: Vec<Metric>| if present { series } else { Vec::new() };
+    let p = input.program.unwrap_or_default();
+    let program = input.program.is_some();
+    let tracked = input.tracked;
     let c = |slot: u32| s.counters[slot as usize] as f64;
     let mut all = vec![
         family::STATE_TRANSITIONS.with(transitions(s)),
@@ -109,7 +121,9 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
         ]),
         family::HANDSHAKE_RETRANSMITS.with(handshake_retransmits(s, input.ports)),
     ];
-    all.extend(listeners::families(input.ports, input.listen));
+    if let Some(listen) = input.listen {
+        all.extend(listeners::families(input.ports, listen));
+    }
     all.extend([
         family::RESETS.with(resets::series(
             input.ports,
@@ -119,14 +133,22 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
         family::RESETS_UNCOUNTED.with(vec![counter(&[], c(counter::RESETS_UNCOUNTED))]),
         family::LISTENERS_UNTRACKED.with(vec![counter(&[], c(counter::LISTENERS_UNTRACKED))]),
         family::TEARDOWNS.with(teardowns(input.by_workload, input.ports)),
-        family::SOCKETS.with(sockets(input.sockets)),
-        family::OLDEST_SOCKET_AGE.with(socket_ages::series(
-            input.ports,
-            input.oldest_entered_ns,
-            input.now_ns,
-        )),
-        family::TRACKED_SOCKETS.with(vec![gauge(&[], input.tracked as f64)]),
-        family::TRACKED_SOCKETS_EVICTED.with(vec![counter(&[], input.evicted as f64)]),
+        family::SOCKETS.with(input.sockets.map(sockets).unwrap_or_default()),
+        family::OLDEST_SOCKET_AGE.with(
+            tracked
+                .map(|t| socket_ages::series(input.ports, t.oldest_entered_ns, input.now_ns))
+                .unwrap_or_default(),
+        ),
+        family::TRACKED_SOCKETS.with(
+            tracked
+                .map(|t| vec![gauge(&[], t.count as f64)])
+                .unwrap_or_default(),
+        ),
+        family::TRACKED_SOCKETS_EVICTED.with(
+            tracked
+                .map(|t| vec![counter(&[], t.evicted as f64)])
+                .unwrap_or_default(),
+        ),
         family::BUILD_INFO.with(vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)]),
         family::EVENTS.with(vec![counter(&[], c(counter::EVENTS))]),
         family::EVENTS_DROPPED.with(vec![
@@ -138,8 +160,11 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
             ),
         ]),
         family::TAIL_CLIENTS.with(vec![gauge(&[], input.tail_clients as f64)]),
-        family::PROGRAM_RUNS.with(vec![counter(&[], p.runs as f64)]),
-        family::PROGRAM_RUN_SECONDS.with(vec![counter(&[], p.run_time_ns as f64 / 1e9)]),
+        family::PROGRAM_RUNS.with(or_none(program, vec![counter(&[], p.runs as f64)])),
+        family::PROGRAM_RUN_SECONDS.with(or_none(
+            program,
+            vec![counter(&[], p.run_time_ns as f64 / 1e9)],
+        )),
         // Absent, not 0, where the kernel does not count them (before Linux 5.12).
         family::PROGRAM_MISSED_RUNS.with(
             p.missed

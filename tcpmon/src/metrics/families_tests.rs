@@ -79,21 +79,23 @@ fn render(
         snapshot,
         by_workload,
         ports,
-        sockets,
-        listen: &BTreeMap::new(),
+        sockets: Some(sockets),
+        listen: Some(&BTreeMap::new()),
         resets: &[],
         reset_reasons: &ReasonNames::default(),
-        oldest_entered_ns: &BTreeMap::from([((tcp_state::LISTEN, 1), 0)]),
         now_ns: 1,
-        tracked: 3,
-        evicted: 1,
+        tracked: Some(Tracked {
+            count: 3,
+            evicted: 1,
+            oldest_entered_ns: &BTreeMap::from([((tcp_state::LISTEN, 1), 0)]),
+        }),
         dropped_slow: 5,
         tail_clients: 2,
-        program: ProgramRuns {
+        program: Some(ProgramRuns {
             runs: 10,
             run_time_ns: 1_500_000_000,
             missed: Some(0),
-        },
+        }),
         bpf_stats_enabled: false,
         last_collect_seconds: 0.002,
     });
@@ -225,31 +227,38 @@ fn series_labels_match_their_descriptors() {
             &vec![1; teardown::SLOTS as usize],
         ),
         ports: &ports,
-        sockets: &SocketCounts::default(),
-        listen: &BTreeMap::from([(
+        sockets: Some(&SocketCounts::default()),
+        listen: Some(&BTreeMap::from([(
             8080,
             PortQueue {
                 listeners: 1,
                 ..PortQueue::default()
             },
-        )]),
+        )])),
         resets: &[(tcpmon_common::reset::Key::default(), 1)],
         reset_reasons: &ReasonNames::default(),
-        oldest_entered_ns: &BTreeMap::from([((tcp_state::LISTEN, 1), 0)]),
         now_ns: 1,
-        tracked: 1,
-        evicted: 1,
+        tracked: Some(Tracked {
+            count: 1,
+            evicted: 1,
+            oldest_entered_ns: &BTreeMap::from([((tcp_state::LISTEN, 1), 0)]),
+        }),
         dropped_slow: 1,
         tail_clients: 1,
-        program: ProgramRuns {
+        program: Some(ProgramRuns {
             runs: 1,
             run_time_ns: 1,
             missed: Some(1),
-        },
+        }),
         bpf_stats_enabled: true,
         last_collect_seconds: 0.1,
     });
-    // As the collector adds it to every scrape.
+    // As the collector adds them to every scrape.
+    let mut parts = crate::metrics::scrape_parts::Parts::default();
+    for part in crate::metrics::scrape_parts::PARTS {
+        parts.run(part, || Ok(()));
+    }
+    families.extend(parts.families());
     families.push(scrape_errors(0));
     let built: Vec<&str> = families.iter().map(|f| f.name()).collect();
     let announced: Vec<&str> = family::ALL.iter().map(|d| d.name).collect();

@@ -11,6 +11,7 @@ pub mod listeners;
 pub mod netns;
 pub mod ports;
 pub mod resets;
+pub mod scrape_parts;
 pub mod socket_ages;
 pub mod socket_states;
 pub mod workloads;

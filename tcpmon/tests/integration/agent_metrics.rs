@@ -126,6 +126,7 @@ fn idle_scrapes_change_nothing_and_stop_detaches_everything() {
         series.starts_with("process_")
             || series.starts_with("tcpmon_bpf_program_run")
             || series.starts_with("tcpmon_scrape_collect_duration_seconds")
+            || series.starts_with("tcpmon_scrape_collector_duration_seconds")
     };
     let counted = |scrape: crate::support::Scrape| {
         let mut series = scrape.series;

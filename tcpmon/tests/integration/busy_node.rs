@@ -170,6 +170,10 @@ fn sockets_and_listeners_of_every_namespace_are_exact_through_start_up_new_and_g
         expected,
         "agrees with ss in every namespace"
     );
+    for part in tcpmon::metrics::scrape_parts::PARTS {
+        let success = format!("tcpmon_scrape_collector_success{{collector=\"{part}\"}}");
+        assert_eq!(scrape.get(&success), 1.0, "{part}");
+    }
     for (port, drops) in [(OLD_PORT, old_drops), (NEW_PORT, new_drops)] {
         let series = |name| listen_series(&scrape, name, port);
         assert_eq!(

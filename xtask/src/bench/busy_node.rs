@@ -2,7 +2,8 @@
 //! quiet host and then on a node like a Kubernetes node: `--processes` sleeping processes in
 //! all, `--namespaces` network namespaces, each with a process in it, a listener on port 8080
 //! and `--connections` established connections to it. The agents are measured one after the
-//! other on the same node in the same run, so their figures compare.
+//! other on the same node in the same run, so their figures compare. A quiet host after a
+//! 30,000-connection storm (its time-wait sockets left) is measured too.
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     process::{Command, Stdio},
@@ -14,7 +15,7 @@ use anyhow::Context as _;
 use super::{
     harness::{cpu_seconds, peak_rss, scrape, start_agent_line, NetNs, Process},
     report::median_interval,
-    storm::in_netns,
+    storm::{self, in_netns, Workload},
 };
 
 /// The node, as the bench builds it.
@@ -34,6 +35,8 @@ struct Measured {
     rss_mib: f64,
 }
 
+/// Connections of the storm before the "after a storm" measurement (TIME_WAIT left behind).
+const STORM_CONNECTIONS: u64 = 30_000;
 /// Scrapes timed per agent and node.
 const SCRAPES: usize = 50;
 /// How long after start-up the agent is left alone before its rest is measured.
@@ -43,6 +46,21 @@ pub fn run(agents: &[String], shape: &Shape, rest: Duration) -> anyhow::Result<(
     let mut results = Vec::new();
     for agent in agents {
         results.push(measure("quiet host", agent, rest)?);
+    }
+    // Time-wait sockets last 60 s: a storm before each agent, so that all of its scrapes see
+    // them (and an agent that dumped them would pay for each).
+    let storm_node = format!("quiet host after a {STORM_CONNECTIONS}-connection storm");
+    for agent in agents {
+        let ns = NetNs::new()?;
+        let mut made = 0;
+        while made < STORM_CONNECTIONS {
+            made += storm::run(&ns.path(), 2, Duration::from_secs(1), Workload::ClientFirst)?;
+        }
+        results.push(measure(
+            &storm_node,
+            agent,
+            rest.min(Duration::from_secs(20)),
+        )?);
     }
     let node = BusyNode::build(shape)?;
     let name = format!(

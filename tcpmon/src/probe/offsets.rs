@@ -65,7 +65,8 @@ pub struct KernelOffsets {
     pub accept_qlen: u32,
     /// Where a namespace's time-wait count is.
     pub time_wait: TimeWaitOffsets,
-    /// `struct net.ns.__ns_ref` (6.18+) or `struct net.ns.count`: 0 once a namespace is gone.
+    /// `struct net.ns.__ns_ref` (6.18+), `struct net.ns.count` or, where `ns_common` has no
+    /// count, `struct net.count`: 0 once a namespace is gone.
     pub ns_refs: u32,
     /// Where a socket's cgroup is; `None` on kernels built without socket cgroup data
     /// (`CONFIG_SOCK_CGROUP_DATA`), where no socket has a workload.
@@ -147,6 +148,7 @@ impl KernelOffsets {
             ns_refs: btf
                 .member_offset("net", &["ns", "__ns_ref"])
                 .or_else(|_| btf.member_offset("net", &["ns", "count"]))
+                .or_else(|_| btf.member_offset("net", &["count"]))
                 .map_err(layout)?,
             cgroup: CgroupOffsets::from_btf(&btf),
             reset_reasons: btf.enum_values("sk_rst_reason"),

@@ -29,7 +29,9 @@ use self::results::{read_results, report_failures, Outcome};
 /// stop (`agent_metrics`, `handshake_failures`, `initiators`), every namespace found
 /// (`namespaces`), the tail's ring buffer with filters and a stalled client (`tail`), dropping
 /// to two capabilities after attaching
-/// (`least_privilege`), maps pinned on a BPF file system surviving a restart (`pin`), the
+/// (`least_privilege`), maps pinned on a BPF file system surviving a restart (`pin`), socket
+/// counts, listeners and time-wait counts read across every namespace with that kernel's
+/// layout of `struct net` (`busy_node`), the
 /// socket's cgroup read on that kernel and named (`workloads`; the test mounts cgroup2 where
 /// the guest has no mount), and
 /// exactness with zero missed runs under a storm of 2,000 connections (`storm`, a hundredth
@@ -40,8 +42,9 @@ use self::results::{read_results, report_failures, Outcome};
 /// robustness, HTTP, TLS and held-sockets tests stay on the host: their workloads of thousands
 /// of connections take minutes under software emulation, and `sockets.rs` times dwells
 /// against a wall clock that a slow guest overshoots.
-pub const TESTS: [&str; 14] = [
+pub const TESTS: [&str; 15] = [
     "agent_metrics",
+    "busy_node",
     "handshake_failures",
     "listen_queues",
     "resets",

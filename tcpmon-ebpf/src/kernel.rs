@@ -34,6 +34,25 @@ pub fn read_kernel<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel(field) }
 }
 
+/// [`read_kernel`] without a branch on the result: the helper zeroes its destination when the
+/// address cannot be read, so a failed read is 0. For the readers' loops, where a branch per
+/// field multiplies the paths the verifier walks (Linux 5.10 gave up, E2BIG, with one per
+/// field).
+#[inline(always)]
+pub fn read_or_zero<T: Copy>(base: u64, offset: u32) -> T {
+    let mut value = core::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: the helper checks the source address and writes `size_of::<T>()` bytes into
+    // `value`, zeroes on failure; `T` is an integer or an array of them (any bits are valid).
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            value.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            (base + u64::from(offset)) as *const core::ffi::c_void,
+        );
+        value.assume_init()
+    }
+}
+
 /// Adds `n` to `*target` with one atomic instruction (`BPF_ATOMIC | BPF_ADD`): safe against other
 /// CPUs, and against a run that interrupts this one on its own CPU.
 ///

@@ -27,7 +27,7 @@ use crate::{
         SK_RCV_SADDR_OFFSET, SK_STATE_OFFSET, SK_V6_RCV_SADDR_OFFSET,
     },
     counted_family,
-    kernel::{read_kernel, sock_field},
+    kernel::{read_or_zero, sock_field},
     maps::{COUNTERS, LISTENERS, LISTENER_ANSWERS, LISTENER_QUERY},
     namespaces, Transition,
 };
@@ -122,28 +122,13 @@ pub fn tcpmon_read_listeners(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// The listener at `sk`, as far as it can be read.
+/// The listener at `sk`, as far as it can be read (what cannot be is 0). One branch only, on
+/// the family, so that the verifier's walk of the reader's loop stays small.
 #[inline(always)]
 fn read(sk: u64) -> ListenerRecord {
-    let mut record = ListenerRecord {
-        skaddr: sk,
-        since_ns: 0,
-        address: [0; 16],
-        drops: field::<i32>(sk, &SK_DROPS_OFFSET) as u32,
-        queued: field(sk, &SK_ACK_BACKLOG_OFFSET),
-        limit: field(sk, &SK_MAX_ACK_BACKLOG_OFFSET),
-        requests: field::<i32>(sk, &ACCEPT_QLEN_OFFSET) as u32,
-        netns: 0,
-        family: field(sk, &SK_FAMILY_OFFSET),
-        port: field(sk, &SK_NUM_OFFSET),
-        state: field(sk, &SK_STATE_OFFSET),
-        _pad: [0; 7],
-    };
     let net: u64 = field(sk, &SK_NET_OFFSET);
-    if net != 0 {
-        record.netns = read_kernel(net, global(&NET_INUM_OFFSET)).unwrap_or(0);
-    }
-    record.address = if record.family == AF_INET {
+    let family: u16 = field(sk, &SK_FAMILY_OFFSET);
+    let address = if family == AF_INET {
         let v4: [u8; 4] = field(sk, &SK_RCV_SADDR_OFFSET);
         [
             v4[0], v4[1], v4[2], v4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -151,11 +136,25 @@ fn read(sk: u64) -> ListenerRecord {
     } else {
         field(sk, &SK_V6_RCV_SADDR_OFFSET)
     };
-    record
+    ListenerRecord {
+        skaddr: sk,
+        since_ns: 0,
+        address,
+        drops: field::<i32>(sk, &SK_DROPS_OFFSET) as u32,
+        queued: field(sk, &SK_ACK_BACKLOG_OFFSET),
+        limit: field(sk, &SK_MAX_ACK_BACKLOG_OFFSET),
+        requests: field::<i32>(sk, &ACCEPT_QLEN_OFFSET) as u32,
+        // A NULL `net` reads as 0 too.
+        netns: read_or_zero(net, global(&NET_INUM_OFFSET)),
+        family,
+        port: field(sk, &SK_NUM_OFFSET),
+        state: field(sk, &SK_STATE_OFFSET),
+        _pad: [0; 7],
+    }
 }
 
 /// The member of the socket at `sk` at `*offset`, or zeroes if it cannot be read.
 #[inline(always)]
-fn field<T: Copy + Default>(sk: u64, offset: &'static u32) -> T {
-    read_kernel(sk, global(offset)).unwrap_or_default()
+fn field<T: Copy>(sk: u64, offset: &'static u32) -> T {
+    read_or_zero(sk, global(offset))
 }

@@ -125,7 +125,7 @@ pub const TEARDOWNS: FamilyDesc = FamilyDesc {
 
 pub const SOCKETS: FamilyDesc = FamilyDesc {
     name: "tcpmon_sockets",
-    help: "TCP sockets now in each state, TIME_WAIT included, as sock_diag (ss) reports them.",
+    help: "TCP sockets now in each state in every network namespace in scope, TIME_WAIT included (orphaned sockets waiting in FIN_WAIT2 are time-wait mini-sockets, counted as TIME_WAIT).",
     kind: MetricType::GAUGE,
     labels: &["state"],
 };

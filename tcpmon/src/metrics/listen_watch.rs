@@ -22,7 +22,7 @@ use super::listeners::{ListenDrops, Listener, PortQueue};
 use crate::{probe::readers::KernelReaders, tail::agent::recent::Recent};
 
 /// How often the watcher looks. A second is what a person reading `tail --recent` resolves,
-/// and the dumps are of listeners only (a few per namespace).
+/// and a look costs what the listeners cost (one read of the listener table in the kernel).
 const INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct ListenWatch {

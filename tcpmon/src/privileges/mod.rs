@@ -13,7 +13,7 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Succeeds with CAP_SYS_ADMIN. CAP_BPF and CAP_PERFMON would load and attach the program on
-/// Linux 5.8+, but entering other network namespaces (setns, for sock_diag) needs
+/// Linux 5.8+, but entering other network namespaces (setns, for the start-up walk and `tcpmon sockets`) needs
 /// CAP_SYS_ADMIN, so the agent asks for it up front rather than fail later with a bare EPERM.
 pub fn check() -> Result<(), Error> {
     let status = fs::read_to_string("/proc/self/status").map_err(|cause| Error::Io {

@@ -18,6 +18,8 @@ use crate::support::{
 const OLD_PORT: u16 = 7301;
 const CHURN_PORT: u16 = 7302;
 const NEW_PORT: u16 = 7303;
+/// Connections the churn opens while the agent starts, one every 3 ms (about 1.2 s).
+const CHURNED: usize = 400;
 /// SYNs each flood sends to a full queue (and `tcp_syn_retries` in the namespace).
 const FLOOD: u64 = 3;
 const SYN_RETRIES: &str = "1";
@@ -136,19 +138,31 @@ fn sockets_and_listeners_of_every_namespace_are_exact_through_start_up_new_and_g
                 let listener = TcpListener::bind(("127.0.0.1", CHURN_PORT)).expect("listen");
                 let mut opened = Vec::new();
                 while churning.load(Ordering::Relaxed) {
-                    let client = TcpStream::connect(("127.0.0.1", CHURN_PORT)).expect("connect");
-                    opened.push((client, listener.accept().expect("accept").0));
-                    if opened.len() % 8 == 0 {
-                        drop(older.pop());
+                    // At most CHURNED pairs (a guest may allow only 1,024 open files).
+                    if opened.len() < CHURNED {
+                        let client =
+                            TcpStream::connect(("127.0.0.1", CHURN_PORT)).expect("connect");
+                        opened.push((client, listener.accept().expect("accept").0));
+                        if opened.len() % 8 == 0 {
+                            drop(older.pop());
+                        }
                     }
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(Duration::from_millis(3));
                 }
                 (listener, opened)
             })
         });
+        // Stops the churn however this closure ends (a panic must not leave it looping).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Relaxed);
+            }
+        }
+        let stop = Stop(&churning);
         let agent = Agent::start_everywhere(&old, &["--ports", &ports]);
         std::thread::sleep(Duration::from_millis(200));
-        churning.store(false, Ordering::Relaxed);
+        drop(stop);
         (agent, churn.join().expect("churn"))
     });
     drop(older);

@@ -75,9 +75,9 @@ fn close_wait_sockets_are_counted_while_held_and_timed_after() {
 }
 
 #[test]
-fn ipv4_and_ipv6_sockets_are_both_counted_in_one_dump() {
-    // The agent asks sock_diag for both address families in one request (one walk of the
-    // established hash): every socket of each family must be in the gauge, as `ss` shows.
+fn ipv4_and_ipv6_sockets_are_both_counted() {
+    // Both address families' transitions move sockets between states: every socket of each
+    // family must be in the gauge, as `ss` shows.
     require_root();
     let ns = NetNs::new();
     let agent = Agent::start_with(&ns, &["--ports", "8080"]);

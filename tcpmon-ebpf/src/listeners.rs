@@ -1,6 +1,6 @@
 //! Every listening socket in scope, in one map (`LISTENERS`), so that the agent reads the
-//! queues and drop counts of all of them in one pass of a map iterator, in every network
-//! namespace at once, instead of entering each namespace and dumping it with sock_diag.
+//! queues and drop counts of all of them in one pass of `tcpmon_read_listeners`, in every
+//! network namespace at once, without entering any.
 //!
 //! (A map iterator, `iter/bpf_map_elem`, would be the natural reader; this kernel refuses to
 //! load one, even empty, with EPERM, so the agent hands the addresses over and runs a reader.)

@@ -24,13 +24,13 @@ use super::{
     ports::PortTable,
     scrape_parts::Parts,
     socket_states::SocketStates,
-    workloads::{WorkloadLabels, UNKNOWN},
+    workloads::WorkloadLabels,
 };
 use crate::{
     error::Error,
     probe::{prog_stats, Probe},
     tail::{agent::hub::Hub, event::monotonic_ns},
-    workload::cgroups::Workloads,
+    workload::{cgroups::Workloads, UNKNOWN},
 };
 
 /// What a scrape changes: the probe's port map, the port table, the eviction and missed-run

@@ -8,7 +8,6 @@ use std::{
 };
 
 use aya::programs::ProgramFd;
-use tcpmon_common::SocketRecord;
 
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
@@ -25,9 +24,39 @@ impl SocketIterator {
         SocketIterator { program }
     }
 
-    /// The sockets of the calling thread's network namespace.
-    pub fn read(&self) -> io::Result<Vec<SocketRecord>> {
-        Ok(records(&run(self.program.as_fd(), None)?))
+    /// The sockets of the calling thread's network namespace, as a file to read records
+    /// from (anywhere: the namespace is fixed when the file is made).
+    pub fn open(&self) -> io::Result<File> {
+        let link = link_create(self.program.as_fd(), None)?;
+        Ok(File::from(iter_create(link.as_fd())?))
+    }
+}
+
+/// Calls `f` with each record of type `T` read from `source` (whole records only; a record may
+/// arrive split across reads) until the end or until `f` returns `false`; returns whether `f`
+/// saw them all. `T` as for [`records`].
+pub fn for_each_record<T: Copy>(
+    mut source: impl Read,
+    mut f: impl FnMut(T) -> io::Result<bool>,
+) -> io::Result<bool> {
+    let mut buffer = vec![0u8; 512 * size_of::<T>()];
+    let mut filled = 0;
+    loop {
+        let read = match source.read(&mut buffer[filled..]) {
+            Ok(0) => return Ok(true),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        filled += read;
+        let whole = filled - filled % size_of::<T>();
+        for record in records::<T>(&buffer[..whole]) {
+            if !f(record)? {
+                return Ok(false);
+            }
+        }
+        buffer.copy_within(whole..filled, 0);
+        filled -= whole;
     }
 }
 

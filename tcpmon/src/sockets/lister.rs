@@ -1,5 +1,10 @@
 //! The agent's side of `tcpmon sockets`: the socket iterator read in each namespace in scope,
 //! and each socket's owner found by its inode in `/proc/PID/fd`.
+//!
+//! The answer is streamed, and what the agent holds for it is bounded whatever the host's
+//! sockets: at most [`CHUNK_SOCKETS`] records (104 bytes each, 6.5 MiB) and a few pieces of
+//! answer of about 64 KiB on their way to the client. Each chunk costs one walk of /proc to
+//! find its sockets' owners, so a host with up to 65,536 sockets costs one walk, as before.
 use std::{
     collections::{BTreeMap, HashSet},
     fs, io,
@@ -13,11 +18,18 @@ use tcpmon_common::SocketRecord;
 use super::SocketLine;
 use crate::{
     metrics::netns,
-    probe::socket_iter::SocketIterator,
+    probe::socket_iter::{for_each_record, SocketIterator},
     state::TcpState,
     tail::event::{address, comm_name, family_label, monotonic_ns},
     workload::cgroups::Workloads,
 };
+
+/// Sockets whose records the agent holds at once while answering.
+pub const CHUNK_SOCKETS: usize = 65_536;
+/// Namespaces whose iterators are open at once (a descriptor each).
+const NAMESPACES_AT_ONCE: usize = 64;
+/// About how many bytes of answer are handed on at a time.
+const PIECE_BYTES: usize = 64 * 1024;
 
 /// Lists sockets on request; shared by the tail socket's clients.
 #[derive(Debug)]
@@ -41,36 +53,87 @@ impl SocketLister {
         }
     }
 
-    /// Every full TCP socket in scope (blocking: it walks namespaces and /proc).
-    pub fn list(&self) -> io::Result<Vec<SocketLine>> {
+    /// Hands every full TCP socket in scope to `send` as JSON lines, in pieces of about
+    /// 64 KiB (blocking: it walks namespaces and /proc). Stops early, without an error, once
+    /// `send` returns `false` (the client left).
+    pub fn stream(&self, send: impl FnMut(Vec<u8>) -> bool) -> io::Result<()> {
         let paths: Vec<PathBuf> = match &self.netns {
             Some(path) => vec![path.clone()],
             None => netns::all().into_values().collect(),
         };
-        // Each worker thread reads the iterator in the namespace it entered, and names it.
-        let per_namespace = netns::in_each(paths, || {
-            let namespace = fs::metadata("/proc/thread-self/ns/net")?;
-            Ok((namespace.ino(), self.iterator.read()?))
-        })?;
+        let mut answer = Answer::new(&self.workloads, CHUNK_SOCKETS, send);
+        for batch in paths.chunks(NAMESPACES_AT_ONCE) {
+            // Each worker thread makes the iterator's file in the namespace it entered, and
+            // names the namespace; the files are read here.
+            let files = netns::in_each(batch.to_vec(), || {
+                let namespace = fs::metadata("/proc/thread-self/ns/net")?;
+                Ok((namespace.ino(), self.iterator.open()?))
+            })?;
+            for (netns, file) in files {
+                if !for_each_record(file, |record| answer.push(netns, record))? {
+                    return Ok(());
+                }
+            }
+        }
+        answer.flush().map(drop)
+    }
+}
+
+/// The answer being made: records gathered up to a chunk, then turned into lines with their
+/// owners and workloads and handed on.
+struct Answer<'a, S> {
+    workloads: &'a Workloads,
+    chunk: usize,
+    pending: Vec<(u64, SocketRecord)>,
+    send: S,
+}
+
+impl<'a, S: FnMut(Vec<u8>) -> bool> Answer<'a, S> {
+    fn new(workloads: &'a Workloads, chunk: usize, send: S) -> Answer<'a, S> {
+        Answer {
+            workloads,
+            chunk,
+            pending: Vec::new(),
+            send,
+        }
+    }
+
+    /// Adds the socket `record` of namespace `netns`; `false` once the client has left.
+    fn push(&mut self, netns: u64, record: SocketRecord) -> io::Result<bool> {
+        self.pending.push((netns, record));
+        if self.pending.len() >= self.chunk {
+            return self.flush();
+        }
+        Ok(true)
+    }
+
+    /// Hands on the pending sockets; `false` once the client has left.
+    fn flush(&mut self) -> io::Result<bool> {
         let now = monotonic_ns();
-        let (mut lines, cgroups): (Vec<SocketLine>, Vec<u64>) = per_namespace
+        let wanted: HashSet<u64> = self
+            .pending
             .iter()
-            .flat_map(|(inode, records)| {
-                records
-                    .iter()
-                    .filter_map(move |r| Some((line(*inode, r, now)?, r.cgroup_id)))
-            })
-            .unzip();
-        let wanted: HashSet<u64> = lines.iter().filter_map(|l| l.inode).collect();
+            .map(|(_, r)| r.inode)
+            .filter(|&inode| inode != 0)
+            .collect();
         let owners = owners(&wanted);
-        for (line, cgroup) in lines.iter_mut().zip(cgroups) {
-            line.workload = self.workloads.name(cgroup).map(|w| w.to_string());
+        let mut piece = Vec::with_capacity(PIECE_BYTES + 1024);
+        for (netns, record) in self.pending.drain(..) {
+            let Some(mut line) = line(netns, &record, now) else {
+                continue;
+            };
+            line.workload = self.workloads.name(record.cgroup_id).map(|w| w.to_string());
             if let Some((pid, comm)) = line.inode.and_then(|i| owners.get(&i)) {
                 line.pid = Some(*pid);
                 line.comm = Some(comm.clone());
             }
+            serde_json::to_writer(&mut piece, &line).map_err(io::Error::other)?;
+            piece.push(b'\n');
+            if piece.len() >= PIECE_BYTES && !(self.send)(std::mem::take(&mut piece)) {
+                return Ok(false);
+            }
         }
-        Ok(lines)
+        Ok(piece.is_empty() || (self.send)(piece))
     }
 }
 
@@ -132,3 +195,7 @@ fn owners(wanted: &HashSet<u64>) -> BTreeMap<u64, (u32, String)> {
     }
     found
 }
+
+#[cfg(test)]
+#[path = "lister_tests.rs"]
+mod tests;

@@ -1,22 +1,29 @@
 //! From a socket's cgroup id to its workload: the id is the inode number of the cgroup's
-//! directory under the cgroup2 mount, so a walk of that tree maps ids to paths. Names are kept
-//! once found (a cgroup id is never reused while the host runs); an id not known yet makes the
-//! agent walk the tree again, at most once a second.
+//! directory under the cgroup2 mount, so a walk of that tree maps ids to paths.
+//!
+//! What is kept stays bounded by the node, not by its history: the names of the cgroups present
+//! at the last walk (a cgroup that is gone drops out at the next one), and a negative cache of
+//! ids no walk found. An id is looked up by a walk only once: a walk that began after the id
+//! was first asked for and did not find it means the cgroup was gone before the agent looked
+//! (cgroup ids are never reused while the host runs), so the id is `unknown` from then on and
+//! never walked for again. Walks run one at a time and never on the async runtime's threads:
+//! [`Workloads::name_off_runtime`] answers from the cache at once and walks on a blocking
+//! thread.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
-use super::{name, Pods};
+use super::{name, Pods, UNKNOWN};
 
-/// How often at most an unknown id makes the agent walk the cgroup tree again.
-const RESCAN_AT_MOST: Duration = Duration::from_secs(1);
 /// Where the kubelet keeps one directory per pod (`NAMESPACE_POD_UID`).
 pub const KUBELET_PODS: &str = "/var/log/pods";
+/// Ids no walk found that are remembered: beyond it the negative cache starts again (each id is
+/// then walked for once more), so a host that churns cgroups cannot grow it without bound.
+const MAX_GONE: usize = 65_536;
 
 #[derive(Debug)]
 pub struct Workloads {
@@ -25,12 +32,36 @@ pub struct Workloads {
     root: Option<PathBuf>,
     pods_dir: PathBuf,
     known: Mutex<Known>,
+    /// Held for the length of a walk: one at a time, and a caller that missed waits for the
+    /// walk in progress before deciding whether it needs one of its own.
+    walking: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
 struct Known {
+    /// The cgroups present at the last walk.
     names: HashMap<u64, Arc<str>>,
-    walked: Option<Instant>,
+    /// Ids a walk that began after they were asked for did not find.
+    gone: HashSet<u64>,
+    /// Walks begun so far.
+    walks: u64,
+}
+
+impl Known {
+    /// The answer for `id` without a walk, if there is one.
+    fn answer(&self, id: u64) -> Option<Arc<str>> {
+        if let Some(name) = self.names.get(&id) {
+            return Some(Arc::clone(name));
+        }
+        self.gone.contains(&id).then(|| Arc::from(UNKNOWN))
+    }
+
+    fn note_gone(&mut self, id: u64) {
+        if self.gone.len() >= MAX_GONE {
+            self.gone.clear();
+        }
+        self.gone.insert(id);
+    }
 }
 
 impl Workloads {
@@ -42,33 +73,64 @@ impl Workloads {
             }),
             pods_dir: pods_dir.to_path_buf(),
             known: Mutex::new(Known::default()),
+            walking: Mutex::new(()),
         }
     }
 
-    /// The workload of cgroup `id`: `None` for 0 (the kernel gave none), `unknown` for a
-    /// cgroup that is not in the tree (gone before the agent looked).
-    pub fn name(&self, id: u64) -> Option<Arc<str>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The workload of cgroup `id` if it is known without a walk: `Some(None)` for 0 (the
+    /// kernel gave none), `None` if only a walk can tell.
+    pub fn cached(&self, id: u64) -> Option<Option<Arc<str>>> {
         if id == 0 {
-            return None;
+            return Some(None);
         }
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(name) = known.names.get(&id) {
-            return Some(Arc::clone(name));
+        self.known().answer(id).map(Some)
+    }
+
+    /// The workload of cgroup `id`: `None` for 0 (the kernel gave none), `unknown` for a
+    /// cgroup that is not in the tree (gone before the agent looked). Blocking: it may walk
+    /// the cgroup tree.
+    pub fn name(&self, id: u64) -> Option<Arc<str>> {
+        if let Some(answer) = self.cached(id) {
+            return answer;
         }
-        if known.walked.is_none_or(|at| at.elapsed() >= RESCAN_AT_MOST) {
-            known.walked = Some(Instant::now());
+        let asked_after = self.known().walks;
+        let _walking = self.walking.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known();
+        if let Some(name) = known.answer(id) {
+            return Some(name);
+        }
+        if known.walks == asked_after {
+            // No walk began since the id was asked for: one that does now is conclusive.
+            known.walks += 1;
+            drop(known);
+            let mut names = HashMap::new();
             if let Some(root) = &self.root {
-                let pods = Pods::read(&self.pods_dir);
-                walk(root, "/", &pods, &mut known.names);
+                walk(root, "/", &Pods::read(&self.pods_dir), &mut names);
+            }
+            known = self.known();
+            known.names = names;
+            if let Some(name) = known.answer(id) {
+                return Some(name);
             }
         }
-        Some(
-            known
-                .names
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| Arc::from("unknown")),
-        )
+        known.note_gone(id);
+        Some(Arc::from(UNKNOWN))
+    }
+
+    /// As [`Workloads::name`], for async code: a cached answer at once, a walk on a blocking
+    /// thread (never on the runtime's).
+    pub async fn name_off_runtime(self: &Arc<Self>, id: u64) -> Option<Arc<str>> {
+        if let Some(answer) = self.cached(id) {
+            return answer;
+        }
+        let workloads = Arc::clone(self);
+        tokio::task::spawn_blocking(move || workloads.name(id))
+            .await
+            .unwrap_or_else(|_| Some(Arc::from(UNKNOWN)))
     }
 }
 
@@ -134,6 +196,45 @@ mod tests {
         assert_eq!(names[&ino(&root)].as_ref(), "host");
         assert_eq!(names[&ino(&web)].as_ref(), "web.service");
         assert_eq!(names[&ino(&root.join("test.slice"))].as_ref(), "test.slice");
+        fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn walks_once_per_new_id_forgets_gone_cgroups_and_remembers_what_no_walk_found() {
+        let root = std::env::temp_dir().join(format!("tcpmon-cache-{}", std::process::id()));
+        let (web, db) = (root.join("web.service"), root.join("db.service"));
+        fs::create_dir_all(&web).expect("mkdir");
+        let ino = |p: &Path| fs::metadata(p).expect("stat").ino();
+        let workloads = Workloads::new(Some(&root), Path::new("/nonexistent"));
+        let walks = || workloads.known().walks;
+        let web_id = ino(&web);
+        assert_eq!(
+            workloads.cached(web_id),
+            None,
+            "nothing is known before a walk"
+        );
+        assert_eq!(workloads.name(web_id).as_deref(), Some("web.service"));
+        assert_eq!(walks(), 1);
+        assert_eq!(workloads.name(web_id).as_deref(), Some("web.service"));
+        assert_eq!(walks(), 1, "a known id needs no walk");
+        // An id no walk can find is unknown, and asking again walks no more.
+        let never = u64::MAX - 1;
+        assert_eq!(workloads.name(never).as_deref(), Some(UNKNOWN));
+        assert_eq!(walks(), 2);
+        assert_eq!(workloads.name(never).as_deref(), Some(UNKNOWN));
+        assert_eq!(workloads.cached(never), Some(Some(Arc::from(UNKNOWN))));
+        assert_eq!(walks(), 2);
+        // A cgroup that is gone drops out at the next walk; a new one is found by it.
+        fs::remove_dir(&web).expect("rmdir");
+        fs::create_dir(&db).expect("mkdir");
+        assert_eq!(workloads.name(ino(&db)).as_deref(), Some("db.service"));
+        assert_eq!(walks(), 3);
+        assert_eq!(
+            workloads.cached(web_id),
+            None,
+            "the gone cgroup is forgotten"
+        );
+        assert_eq!(workloads.cached(0), Some(None), "0 is no cgroup");
         fs::remove_dir_all(&root).expect("cleanup");
     }
 }

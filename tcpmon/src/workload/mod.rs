@@ -15,6 +15,10 @@ pub mod cgroups;
 
 use std::{collections::HashMap, fs, path::Path};
 
+/// The workload of a socket whose cgroup was gone before the agent looked, or that the kernel
+/// did not give.
+pub const UNKNOWN: &str = "unknown";
+
 /// Pod UIDs and their `NAMESPACE/POD`, from the kubelet's log directories (`/var/log/pods`
 /// holds one `NAMESPACE_POD_UID` directory per pod on the node).
 #[derive(Debug, Default)]

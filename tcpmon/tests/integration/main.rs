@@ -14,6 +14,7 @@ mod agent_metrics;
 mod busy_node;
 mod deploy;
 mod errors;
+mod gone_cgroups;
 mod handshake_failures;
 mod hostile_http;
 mod initiators;

@@ -36,6 +36,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LOST_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes of formatted lines a client's task gathers before writing them.
 const WRITE_CHUNK: usize = 32 * 1024;
+/// Pieces of a `tcpmon sockets` answer (about 64 KiB each) queued for a client at most.
+const PIECES_IN_FLIGHT: usize = 4;
 /// Tail clients served at once. Each stalled client holds up to `hub::QUEUE` references to
 /// shared events (128 KiB); the cap bounds that, and an incident needs a handful of clients.
 pub const MAX_CLIENTS: usize = 64;
@@ -158,7 +160,7 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
                 // one chunk, not a formatted batch.
                 let offset = subscription.realtime_offset_ns();
                 for record in batch.iter() {
-                    let workload = workloads.name(record.cgroup_id);
+                    let workload = workloads.name_off_runtime(record.cgroup_id).await;
                     if !wanted.matches_workload(workload.as_deref()) {
                         continue;
                     }
@@ -186,27 +188,27 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
 }
 
 /// Answers a `tcpmon sockets` request: one JSON line per socket, then the connection closes.
+/// The lister runs on a blocking thread and hands pieces over a short queue: a slow client
+/// holds the lister, never memory (an error after some lines ends the answer with it).
 async fn list_sockets(
     write: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
     lister: Arc<SocketLister>,
 ) -> io::Result<()> {
-    let listed = tokio::task::spawn_blocking(move || lister.list())
+    let (pieces, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(PIECES_IN_FLIGHT);
+    let listing = tokio::task::spawn_blocking(move || {
+        lister.stream(|piece| pieces.blocking_send(piece).is_ok())
+    });
+    while let Some(piece) = received.recv().await {
+        write.write_all(&piece).await?;
+    }
+    let listed = listing
         .await
         .unwrap_or_else(|_| Err(io::Error::other("the socket lister panicked")));
-    let mut out = Vec::new();
-    match listed {
-        Ok(sockets) => {
-            for socket in sockets {
-                serde_json::to_writer(&mut out, &socket).map_err(io::Error::other)?;
-                out.push(b'\n');
-            }
-        }
-        Err(e) => {
-            let message = format!("listing sockets: {e}");
-            out.extend(format!("{}\n", json_line(&Message::Error { message })).bytes());
-        }
+    if let Err(e) = listed {
+        let message = format!("listing sockets: {e}");
+        let line = json_line(&Message::Error { message });
+        write.write_all(format!("{line}\n").as_bytes()).await?;
     }
-    write.write_all(&out).await?;
     write.flush().await
 }
 
@@ -215,10 +217,16 @@ async fn list_sockets(
 async fn recent_trouble(
     write: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
     mut read: tokio::net::unix::OwnedReadHalf,
-    recent: &Recent,
+    recent: &Arc<Recent>,
     query: &recent::Query,
 ) -> io::Result<()> {
-    let (kept, live) = recent.query(query);
+    // A copy of up to `--recent` events, made on a blocking thread.
+    let (kept, live) = {
+        let (recent, query) = (Arc::clone(recent), query.clone());
+        tokio::task::spawn_blocking(move || recent.query(&query))
+            .await
+            .map_err(|_| io::Error::other("the recent-trouble query panicked"))?
+    };
     for event in &kept {
         write.write_all(recent.line(event).as_bytes()).await?;
     }

@@ -8,6 +8,7 @@ use std::{
     io::{self, BufRead, BufReader, ErrorKind, Write},
     os::unix::net::UnixStream,
     path::Path,
+    sync::Arc,
 };
 
 use anyhow::Context as _;
@@ -140,7 +141,7 @@ fn standalone(
     let (ring, switch) = probe.take_tail_maps()?;
     startup::runtime()?.block_on(async {
         let hub = Hub::start(ring, switch);
-        let workloads = Workloads::new(None, Path::new(KUBELET_PODS));
+        let workloads = Arc::new(Workloads::new(None, Path::new(KUBELET_PODS)));
         let wanted = filter.clone();
         let mut subscription = hub.subscribe(filter);
         // The header says the probe is attached and listening.
@@ -157,7 +158,7 @@ fn standalone(
                     }
                     let offset = subscription.realtime_offset_ns();
                     for record in batch.iter() {
-                        let workload = workloads.name(record.cgroup_id);
+                        let workload = workloads.name_off_runtime(record.cgroup_id).await;
                         if !wanted.matches_workload(workload.as_deref()) {
                             continue;
                         }

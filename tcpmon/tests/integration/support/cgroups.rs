@@ -49,6 +49,21 @@ impl Cgroups {
         }
     }
 
+    /// Adds a cgroup for `unit` now (removed on drop with the others).
+    pub fn add_unit(&mut self, unit: &str) {
+        fs::create_dir_all(self.slice.join(unit)).expect("create a cgroup");
+        self.units.push(unit.to_string());
+    }
+
+    /// Removes the cgroup of `unit` now, once its processes have gone.
+    pub fn remove_unit(&self, unit: &str) {
+        remove_when_empty(&self.slice.join(unit));
+        assert!(
+            !self.unit(unit).exists(),
+            "the cgroup of {unit} is still there"
+        );
+    }
+
     /// The cgroup of `unit`.
     pub fn unit(&self, unit: &str) -> PathBuf {
         self.slice.join(unit)
@@ -77,17 +92,22 @@ impl Drop for Cgroups {
         let _ = fs::remove_dir_all(&self.pods);
         let dirs = self.units.iter().map(|u| self.slice.join(u));
         for dir in dirs.chain([self.slice.clone()]) {
-            // A cgroup goes once its processes have; they exit within moments of the test.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            remove_when_empty(&dir);
         }
         let mut own = OWN_MOUNT.lock().unwrap_or_else(|e| e.into_inner());
         if let (1, Some(point)) = (own.0, own.1.take()) {
             umount(&point);
         }
         own.0 = own.0.saturating_sub(1);
+    }
+}
+
+/// Removes the cgroup `dir`: it goes once its processes have, and they exit within moments
+/// of the test.
+fn remove_when_empty(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

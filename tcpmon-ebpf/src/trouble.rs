@@ -2,7 +2,7 @@
 //! their own small ring buffer whether or not a tail client listens, so that the agent can
 //! answer `tcpmon tail --recent` for what went wrong while nobody watched. They are rare next
 //! to transitions; a full ring is counted (`counter::TROUBLE_DROPPED`), never waited for.
-use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use tcpmon_common::{counter, TroubleEvent};
 
 use crate::{
@@ -53,6 +53,8 @@ pub fn record(sk: *const u8, what: Trouble, dport_if_no_socket: u16) {
             write_addresses(sk, family, saddr, daddr);
         }
     }
-    // The agent reads the ring on a timer: never wake it.
-    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+    // The kernel's own choice of wakeup: only the first event after the agent has read the
+    // ring wakes it (and the agent reads at most ten times a second), so an idle agent sleeps
+    // and a storm of trouble costs a wakeup per read, not per event.
+    entry.submit(0);
 }

@@ -20,6 +20,7 @@ use aya::maps::MapData;
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// The kernel's internal "operation not supported" (not in libc): what a map type without a
 /// batch implementation answers.
 const ENOTSUPP: i32 = 524;
@@ -41,6 +42,77 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+/// One batch command on the first `count` slots of an array map: `keys` holds their indexes,
+/// `values` their values. Returns how many slots the kernel handled.
+fn array_batch(
+    command: libc::c_long,
+    map: &MapData,
+    keys: &[u32],
+    values: *mut u8,
+) -> io::Result<usize> {
+    // Where a lookup leaves its cursor (the last index copied), unused here.
+    let mut cursor_out = [0u8; 8];
+    let mut attr = BatchAttr {
+        out_batch: cursor_out.as_mut_ptr() as u64,
+        keys: keys.as_ptr() as u64,
+        values: values as u64,
+        count: keys.len() as u32,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: attr points at `count` keys, at a values buffer of `count` values of the map's
+    // size and at a cursor of at least the key size, all outliving the call; a lookup from the
+    // start has no cursor to read.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            &raw mut attr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    match rc {
+        // A lookup that reached the array's end says ENOENT, with the slots it copied.
+        _ if rc >= 0 => Ok(attr.count as usize),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(attr.count as usize),
+            e => Err(e),
+        },
+    }
+}
+
+/// Writes `values` into slots `0..values.len()` of an array map of `T` (not per-CPU), in one
+/// syscall (`BPF_MAP_UPDATE_BATCH`; arrays have had it since Linux 5.6).
+pub fn write_array<T: aya::Pod>(map: &MapData, values: &[T]) -> io::Result<()> {
+    let keys: Vec<u32> = (0..values.len() as u32).collect();
+    let written = array_batch(
+        BPF_MAP_UPDATE_BATCH,
+        map,
+        &keys,
+        values.as_ptr().cast_mut().cast(),
+    )?;
+    if written != values.len() {
+        return Err(io::Error::other(format!(
+            "wrote {written} of {} slots",
+            values.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads slots `0..count` of an array map of `T` (not per-CPU), in one syscall.
+pub fn read_array<T: aya::Pod>(map: &MapData, count: usize) -> io::Result<Vec<T>> {
+    let keys = vec![0u32; count];
+    let mut values: Vec<T> = Vec::with_capacity(count);
+    let read = array_batch(BPF_MAP_LOOKUP_BATCH, map, &keys, values.as_mut_ptr().cast())?;
+    if read != count {
+        return Err(io::Error::other(format!("read {read} of {count} slots")));
+    }
+    // SAFETY: the kernel wrote `count` values of T (Pod: any bit pattern is valid).
+    unsafe { values.set_len(count) };
+    Ok(values)
 }
 
 /// Calls `each(key, value)` for every entry of `map`, `batch` entries per syscall.

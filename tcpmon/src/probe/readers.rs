@@ -44,10 +44,10 @@ pub struct ReaderParts {
 
 struct Maps {
     listeners: MapData,
-    query: Array<MapData, u64>,
-    listener_answers: Array<MapData, ListenerRecord>,
+    query: MapData,
+    listener_answers: MapData,
     namespaces: MapData,
-    namespace_answers: Array<MapData, NamespaceRecord>,
+    namespace_answers: MapData,
     startup: Array<MapData, u64>,
     first_seen: MapData,
 }
@@ -64,10 +64,10 @@ impl KernelReaders {
             seed: parts.seed,
             maps: Mutex::new(Maps {
                 listeners: listeners?,
-                query: array(query?)?,
-                listener_answers: array(listener_answers?)?,
+                query: query?,
+                listener_answers: listener_answers?,
                 namespaces: namespaces?,
-                namespace_answers: array(namespace_answers?)?,
+                namespace_answers: namespace_answers?,
                 startup: array(startup?)?,
                 first_seen: first_seen?,
             }),
@@ -82,17 +82,15 @@ impl KernelReaders {
     /// LISTEN while the program's run was skipped, or closed while the start-up walk put it
     /// in, on kernels whose socket iterator does not lock sockets) is deleted and left out.
     pub fn listeners(&self) -> io::Result<Vec<ListenerRecord>> {
-        let mut maps = self.lock();
+        let maps = self.lock();
         let entries: Vec<(u64, ListenerEntry)> = entries(&maps.listeners)?;
         let mut listening = Vec::with_capacity(entries.len());
         for batch in entries.chunks(maps::LISTENERS_PER_READ as usize) {
             let keys: Vec<u64> = batch.iter().map(|(sk, _)| *sk).collect();
-            ask(&mut maps, &self.listener_reader, &keys)?;
-            for (index, (sk, entry)) in (0u32..).zip(batch) {
-                let mut record = maps
-                    .listener_answers
-                    .get(&index, 0)
-                    .map_err(io::Error::other)?;
+            ask(&maps, &self.listener_reader, &keys)?;
+            let answers: Vec<ListenerRecord> =
+                map_batch::read_array(&maps.listener_answers, keys.len())?;
+            for (mut record, (sk, entry)) in answers.into_iter().zip(batch) {
                 record.since_ns = entry.since_ns;
                 if record.skaddr == *sk && i32::from(record.state) == tcp_state::LISTEN {
                     listening.push(record);
@@ -108,17 +106,15 @@ impl KernelReaders {
     /// Every namespace in scope that may hold time-wait sockets, with its count. A namespace
     /// that is gone (no references, or another namespace at its address) is forgotten.
     pub fn namespaces(&self) -> io::Result<Vec<NamespaceRecord>> {
-        let mut maps = self.lock();
+        let maps = self.lock();
         let entries: Vec<(u64, u32)> = entries(&maps.namespaces)?;
         let mut alive = Vec::with_capacity(entries.len());
         for batch in entries.chunks(maps::LISTENERS_PER_READ as usize) {
             let keys: Vec<u64> = batch.iter().map(|(net, _)| *net).collect();
-            ask(&mut maps, &self.namespace_reader, &keys)?;
-            for (index, (net, inum)) in (0u32..).zip(batch) {
-                let record = maps
-                    .namespace_answers
-                    .get(&index, 0)
-                    .map_err(io::Error::other)?;
+            ask(&maps, &self.namespace_reader, &keys)?;
+            let answers: Vec<NamespaceRecord> =
+                map_batch::read_array(&maps.namespace_answers, keys.len())?;
+            for (record, (net, inum)) in answers.into_iter().zip(batch) {
                 if record.net == *net && record.inum == *inum && record.refs > 0 {
                     alive.push(record);
                 } else {
@@ -174,11 +170,10 @@ fn entries<K: Copy, V: Copy>(map: &MapData) -> io::Result<Vec<(K, V)>> {
     Ok(found)
 }
 
-/// Writes `keys` (at most `LISTENERS_PER_READ`) to `LISTENER_QUERY` and runs `reader` on them.
-fn ask(maps: &mut Maps, reader: &ProgramFd, keys: &[u64]) -> io::Result<()> {
-    for (index, key) in (0u32..).zip(keys) {
-        maps.query.set(index, key, 0).map_err(io::Error::other)?;
-    }
+/// Writes `keys` (at most `LISTENERS_PER_READ`) to `LISTENER_QUERY` and runs `reader` on them:
+/// three syscalls for up to 16 listeners or namespaces.
+fn ask(maps: &Maps, reader: &ProgramFd, keys: &[u64]) -> io::Result<()> {
+    map_batch::write_array(&maps.query, keys)?;
     test_run(reader.as_fd(), keys.len() as u64)
 }
 

@@ -12,7 +12,10 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use serde::{Deserialize, Serialize};
 use tcpmon_common::{handshake, trouble, TroubleEvent};
-use tokio::sync::broadcast;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::broadcast,
+};
 
 use crate::{
     metrics::{listeners::Listener, resets::ReasonNames},
@@ -23,8 +26,9 @@ use crate::{
     },
 };
 
-/// How often the reader empties the ring (it holds about 4,000 events).
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long the reader waits after emptying the ring before it looks again (the ring holds
+/// about 4,000 events): at most ten reads a second in a storm, none while nothing happens.
+const READ_PAUSE: Duration = Duration::from_millis(100);
 /// New events a following client may fall behind by before it loses some.
 const FOLLOW_QUEUE: usize = 4_096;
 
@@ -69,19 +73,38 @@ impl Recent {
         recent
     }
 
-    async fn read(self: Arc<Recent>, mut ring: RingBuf<MapData>) {
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
-        loop {
-            tick.tick().await;
-            while let Some(item) = ring.next() {
-                if item.len() < size_of::<TroubleEvent>() {
-                    continue;
-                }
-                // SAFETY: the program writes whole TroubleEvents; read unaligned from bytes.
-                let event: TroubleEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                drop(item);
-                self.push(event);
+    /// Reads the ring when the kernel says it holds events (the first event after a read wakes
+    /// the reader), then pauses: no timer runs while nothing goes wrong.
+    async fn read(self: Arc<Recent>, ring: RingBuf<MapData>) {
+        // SAFETY: the ring owns its descriptor, which stays open and the same until the
+        // AsyncFd (which owns the ring) is dropped.
+        let mut ring = match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
+            Ok(ring) => ring,
+            Err(e) => {
+                eprintln!("tcpmon: recent trouble: cannot wait on the trouble ring: {e}");
+                return;
             }
+        };
+        loop {
+            let Ok(mut ready) = ring.readable_mut().await else {
+                return;
+            };
+            // Cleared before reading: an event written after the read wakes the reader again.
+            ready.clear_ready();
+            self.drain(ready.get_inner_mut());
+            tokio::time::sleep(READ_PAUSE).await;
+        }
+    }
+
+    fn drain(&self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<TroubleEvent>() {
+                continue;
+            }
+            // SAFETY: the program writes whole TroubleEvents; read unaligned from bytes.
+            let event: TroubleEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            self.push(event);
         }
     }
 

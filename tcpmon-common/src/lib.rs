@@ -35,7 +35,7 @@ pub const LISTENER_READER_NAME: &str = "tcpmon_read_listeners";
 /// The program, run on demand, that reads namespaces' time-wait counts.
 pub const NAMESPACE_READER_NAME: &str = "tcpmon_read_namespaces";
 /// The socket iterator that puts a namespace's listeners in `maps::LISTENERS` at start-up.
-pub const SEED_LISTENERS_ITERATOR_NAME: &str = "tcpmon_seed_listeners";
+pub const STARTUP_WALK_ITERATOR_NAME: &str = "tcpmon_startup_walk";
 /// The program on `tcp:tcp_receive_reset`.
 pub const RECEIVE_RESET_PROGRAM_NAME: &str = "tcp_receive_reset";
 

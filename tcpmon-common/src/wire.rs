@@ -156,17 +156,17 @@ pub struct ListenerRecord {
 }
 const _: () = assert!(core::mem::size_of::<ListenerRecord>() == 64);
 
-/// One socket of a namespace, as the start-up walk (`tcpmon_seed_listeners`) writes it.
+/// One socket of a namespace, as the start-up walk (`tcpmon_startup_walk`) writes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SeedRecord {
+pub struct StartupSocket {
     /// The socket's kernel address.
     pub skaddr: u64,
     /// Its TCP state when the walk visited it.
     pub state: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SeedRecord>() == 16);
+const _: () = assert!(core::mem::size_of::<StartupSocket>() == 16);
 
 /// One network namespace, as the namespace reader writes it.
 #[repr(C)]
@@ -241,7 +241,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::ListenerRecord {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::SeedRecord {}
+    unsafe impl aya::Pod for crate::StartupSocket {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::NamespaceRecord {}
     // SAFETY: as above (16 bytes, no padding).

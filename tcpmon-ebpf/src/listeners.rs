@@ -9,16 +9,12 @@
 //! when it leaves LISTEN for CLOSE: rare transitions, and on the common path two compares. A
 //! listener's child also starts in LISTEN (it is a copy of the listener: `LISTEN → SYN_RECV`)
 //! and is neither put in nor taken out. Listeners older than the agent are put in once at
-//! start-up by `tcpmon_seed_listeners`, run in each namespace.
-use core::ffi::c_void;
-
+//! start-up by `tcpmon_startup_walk` (`startup.rs`), run in each namespace.
 use aya_ebpf::{
-    bindings::{seq_file, BPF_ANY, BPF_NOEXIST},
-    helpers::{bpf_ktime_get_ns, bpf_seq_write},
-    macros::raw_tracepoint,
+    bindings::BPF_ANY, helpers::bpf_ktime_get_ns, macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tcpmon_common::{counter, maps, tcp_state, ListenerEntry, ListenerRecord, SeedRecord, AF_INET};
+use tcpmon_common::{counter, maps, tcp_state, ListenerEntry, ListenerRecord, AF_INET};
 
 use crate::{
     config::{
@@ -26,10 +22,9 @@ use crate::{
         SK_FAMILY_OFFSET, SK_MAX_ACK_BACKLOG_OFFSET, SK_NET_OFFSET, SK_NUM_OFFSET,
         SK_RCV_SADDR_OFFSET, SK_STATE_OFFSET, SK_V6_RCV_SADDR_OFFSET,
     },
-    counted_family,
-    kernel::{read_or_zero, sock_field},
+    kernel::read_or_zero,
     maps::{COUNTERS, LISTENERS, LISTENER_ANSWERS, LISTENER_QUERY},
-    namespaces, Transition,
+    Transition,
 };
 
 /// Follows a socket into and out of LISTEN.
@@ -50,51 +45,6 @@ pub fn follow(t: &Transition) {
     } else if t.old == tcp_state::LISTEN && t.new == tcp_state::CLOSE {
         let _ = LISTENERS.remove(&(t.sk as u64));
     }
-}
-
-/// `struct bpf_iter__tcp { struct bpf_iter_meta *meta; struct sock_common *sk_common; uid }`:
-/// the start-up walk of one namespace. For each full socket it writes a [`SeedRecord`] (the
-/// agent's baseline of sockets per state, see `startup`) and puts a listener in `LISTENERS`
-/// unless the main program already did (its entry is newer); it notes the namespace of every
-/// socket, time-wait ones included, for the time-wait counts.
-#[no_mangle]
-#[link_section = "iter/tcp"]
-pub extern "C" fn tcpmon_seed_listeners(ctx: *mut c_void) -> i32 {
-    let ctx = ctx as *const u64;
-    // SAFETY: the kernel's context, as laid out above; the socket is NULL on the last call.
-    let (meta, sk) = unsafe { (*ctx as *const u8, *ctx.add(1) as *const u8) };
-    if sk.is_null() || counted_family(sk).is_none() {
-        return 0;
-    }
-    namespaces::note(sk);
-    let state = i32::from(sock_field::<u8>(sk, &SK_STATE_OFFSET));
-    if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
-        return 0;
-    }
-    let record = SeedRecord {
-        skaddr: sk as u64,
-        state: state as u32,
-        _pad: 0,
-    };
-    // SAFETY: `meta` is the iterator's BTF-typed `bpf_iter_meta`, whose first member is the
-    // seq_file; the record is a live stack value of the size given.
-    unsafe {
-        let seq: *mut seq_file = core::ptr::read_volatile(meta as *const *mut seq_file);
-        bpf_seq_write(
-            seq,
-            (&raw const record).cast(),
-            core::mem::size_of::<SeedRecord>() as u32,
-        );
-    }
-    if state == tcp_state::LISTEN {
-        let entry = ListenerEntry {
-            // SAFETY: the helper has no preconditions.
-            since_ns: unsafe { bpf_ktime_get_ns() },
-        };
-        // A full map is counted when the program itself meets a new listener.
-        let _ = LISTENERS.insert(&(sk as u64), &entry, u64::from(BPF_NOEXIST));
-    }
-    0
 }
 
 /// Reads the listeners whose addresses the agent wrote to `LISTENER_QUERY` (the first `n`,

@@ -1,16 +1,23 @@
-//! The start-up window: from the moment the program is attached until the agent has walked
+//! The start-up walk and window: from the moment the program is attached until the agent has walked
 //! every namespace's sockets, the program notes the state each socket was in before its first
 //! transition. With the walk, that gives the agent the exact number of sockets per state at
 //! the moment of attaching, whatever changed during the walk; from then on the transition
 //! counts keep it exact (`tcpmon/src/metrics/socket_states.rs`). Outside the window this is
 //! one inlined array load per transition.
-use aya_ebpf::bindings::BPF_NOEXIST;
-use tcpmon_common::{maps, tcp_state};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{seq_file, BPF_NOEXIST},
+    helpers::{bpf_ktime_get_ns, bpf_seq_write},
+};
+use tcpmon_common::{maps, tcp_state, ListenerEntry, StartupSocket};
 
 use crate::{
-    kernel::atomic_add,
-    maps::{FIRST_SEEN, STARTUP},
-    Transition,
+    config::SK_STATE_OFFSET,
+    counted_family,
+    kernel::{atomic_add, sock_field},
+    maps::{FIRST_SEEN, LISTENERS, STARTUP},
+    namespaces, Transition,
 };
 
 /// `EEXIST`: the socket already has its first state.
@@ -39,4 +46,49 @@ pub fn note_first(t: &Transition) {
             }
         }
     }
+}
+
+/// `struct bpf_iter__tcp { struct bpf_iter_meta *meta; struct sock_common *sk_common; uid }`:
+/// the start-up walk of one namespace. For each full socket it writes a [`StartupSocket`] (the
+/// agent's baseline of sockets per state, see `startup`) and puts a listener in `LISTENERS`
+/// unless the main program already did (its entry is newer); it notes the namespace of every
+/// socket, time-wait ones included, for the time-wait counts.
+#[no_mangle]
+#[link_section = "iter/tcp"]
+pub extern "C" fn tcpmon_startup_walk(ctx: *mut c_void) -> i32 {
+    let ctx = ctx as *const u64;
+    // SAFETY: the kernel's context, as laid out above; the socket is NULL on the last call.
+    let (meta, sk) = unsafe { (*ctx as *const u8, *ctx.add(1) as *const u8) };
+    if sk.is_null() || counted_family(sk).is_none() {
+        return 0;
+    }
+    namespaces::note(sk);
+    let state = i32::from(sock_field::<u8>(sk, &SK_STATE_OFFSET));
+    if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
+        return 0;
+    }
+    let record = StartupSocket {
+        skaddr: sk as u64,
+        state: state as u32,
+        _pad: 0,
+    };
+    // SAFETY: `meta` is the iterator's BTF-typed `bpf_iter_meta`, whose first member is the
+    // seq_file; the record is a live stack value of the size given.
+    unsafe {
+        let seq: *mut seq_file = core::ptr::read_volatile(meta as *const *mut seq_file);
+        bpf_seq_write(
+            seq,
+            (&raw const record).cast(),
+            core::mem::size_of::<StartupSocket>() as u32,
+        );
+    }
+    if state == tcp_state::LISTEN {
+        let entry = ListenerEntry {
+            // SAFETY: the helper has no preconditions.
+            since_ns: unsafe { bpf_ktime_get_ns() },
+        };
+        // A full map is counted when the program itself meets a new listener.
+        let _ = LISTENERS.insert(&(sk as u64), &entry, u64::from(BPF_NOEXIST));
+    }
+    0
 }

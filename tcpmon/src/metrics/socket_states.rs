@@ -16,7 +16,7 @@
 //! time-wait mini-sockets, which `ss` shows as FIN-WAIT-2: tcpmon counts them as TIME_WAIT.
 use std::{collections::HashMap, io, path::PathBuf};
 
-use tcpmon_common::{tcp_state, transition_index, SeedRecord, FAMILY_SLOTS};
+use tcpmon_common::{tcp_state, transition_index, StartupSocket, FAMILY_SLOTS};
 
 use super::netns;
 use crate::probe::readers::KernelReaders;
@@ -42,7 +42,7 @@ impl SocketStates {
     /// socket possibly twice), what the program noted in the window (`first_seen`) and the
     /// transition counts at attach.
     pub fn new(
-        walked: &[SeedRecord],
+        walked: &[StartupSocket],
         first_seen: &HashMap<u64, u32>,
         transitions_at_attach: Vec<u64>,
     ) -> SocketStates {
@@ -145,10 +145,10 @@ mod tests {
     const SYN_SENT: u32 = tcp_state::SYN_SENT as u32;
     const SYN_RECV: u32 = tcp_state::SYN_RECV as u32;
 
-    fn walked(sockets: &[(u64, u32)]) -> Vec<SeedRecord> {
+    fn walked(sockets: &[(u64, u32)]) -> Vec<StartupSocket> {
         sockets
             .iter()
-            .map(|&(skaddr, state)| SeedRecord {
+            .map(|&(skaddr, state)| StartupSocket {
                 skaddr,
                 state,
                 _pad: 0,

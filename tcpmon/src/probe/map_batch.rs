@@ -240,7 +240,7 @@ struct ElemAttr {
 
 /// One `BPF_MAP_LOOKUP_ELEM`: copies the value at `key` (all CPUs' for a per-CPU map) into
 /// `value`, which must be the size the kernel writes.
-fn lookup(map: &MapData, key: &[u8], value: &mut [u8]) -> io::Result<()> {
+pub fn lookup(map: &MapData, key: &[u8], value: &mut [u8]) -> io::Result<()> {
     let mut attr = ElemAttr {
         map_fd: map.fd().as_fd().as_raw_fd() as u32,
         key: key.as_ptr() as u64,

@@ -22,7 +22,7 @@ use aya::{
 };
 use tcpmon_common::{
     maps, TailFilter, COVER_PROGRAM_NAME, LISTENER_READER_NAME, NAMESPACE_READER_NAME,
-    PROGRAM_NAME, SEED_LISTENERS_ITERATOR_NAME, SOCKETS_ITERATOR_NAME,
+    PROGRAM_NAME, SOCKETS_ITERATOR_NAME, STARTUP_WALK_ITERATOR_NAME,
     SYNACK_RETRANSMIT_PROGRAM_NAME, SYN_RETRANSMIT_PROGRAM_NAME, TRANSITION_SLOTS,
 };
 
@@ -317,7 +317,7 @@ fn load_iterator(
 /// Loads the readers (never attached: run on demand), the start-up walk and descriptors of
 /// their maps.
 fn load_readers(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<KernelReaders, Error> {
-    let seed = load_iterator(ebpf, SEED_LISTENERS_ITERATOR_NAME, "tcp", btf)?;
+    let startup_walk = load_iterator(ebpf, STARTUP_WALK_ITERATOR_NAME, "tcp", btf)?;
     let listener_reader = load_reader(ebpf, LISTENER_READER_NAME)?;
     let namespace_reader = load_reader(ebpf, NAMESPACE_READER_NAME)?;
     let fd = |name: &'static str| match ebpf.map(name) {
@@ -340,7 +340,7 @@ fn load_readers(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<KernelReaders, Error> {
     KernelReaders::new(ReaderParts {
         listener_reader,
         namespace_reader,
-        seed,
+        startup_walk,
         maps,
     })
     .map_err(|e| map_error(maps::LISTENERS, "open", e))

@@ -19,7 +19,9 @@ use aya::{
     maps::{Array, MapData},
     programs::ProgramFd,
 };
-use tcpmon_common::{maps, tcp_state, ListenerEntry, ListenerRecord, NamespaceRecord, SeedRecord};
+use tcpmon_common::{
+    maps, tcp_state, ListenerEntry, ListenerRecord, NamespaceRecord, StartupSocket,
+};
 
 use super::{map_batch, socket_iter};
 
@@ -27,7 +29,7 @@ use super::{map_batch, socket_iter};
 pub struct KernelReaders {
     listener_reader: ProgramFd,
     namespace_reader: ProgramFd,
-    seed: ProgramFd,
+    startup_walk: ProgramFd,
     /// One lock: both readers take their addresses from `LISTENER_QUERY`.
     maps: Mutex<Maps>,
 }
@@ -36,7 +38,7 @@ pub struct KernelReaders {
 pub struct ReaderParts {
     pub listener_reader: ProgramFd,
     pub namespace_reader: ProgramFd,
-    pub seed: ProgramFd,
+    pub startup_walk: ProgramFd,
     /// `LISTENERS`, `LISTENER_QUERY`, `LISTENER_ANSWERS`, `NAMESPACES`, `NAMESPACE_ANSWERS`,
     /// `STARTUP` and `FIRST_SEEN`, in that order.
     pub maps: [OwnedFd; 7],
@@ -61,7 +63,7 @@ impl KernelReaders {
         Ok(KernelReaders {
             listener_reader: parts.listener_reader,
             namespace_reader: parts.namespace_reader,
-            seed: parts.seed,
+            startup_walk: parts.startup_walk,
             maps: Mutex::new(Maps {
                 listeners: listeners?,
                 query: query?,
@@ -95,8 +97,7 @@ impl KernelReaders {
                 if record.skaddr == *sk && i32::from(record.state) == tcp_state::LISTEN {
                     listening.push(record);
                 } else {
-                    // Gone already (the program deleted it meanwhile) is fine.
-                    let _ = delete(&maps.listeners, *sk);
+                    forget_stale(&maps.listeners, *sk, *entry);
                 }
             }
         }
@@ -118,7 +119,7 @@ impl KernelReaders {
                 if record.net == *net && record.inum == *inum && record.refs > 0 {
                     alive.push(record);
                 } else {
-                    let _ = delete(&maps.namespaces, *net);
+                    forget_stale(&maps.namespaces, *net, *inum);
                 }
             }
         }
@@ -127,9 +128,9 @@ impl KernelReaders {
 
     /// Walks the sockets of the calling thread's network namespace once (at start-up): puts
     /// its listeners in `LISTENERS`, notes the namespace, and returns its full sockets.
-    pub fn walk_here(&self) -> io::Result<Vec<SeedRecord>> {
+    pub fn walk_here(&self) -> io::Result<Vec<StartupSocket>> {
         Ok(socket_iter::records(&socket_iter::run(
-            self.seed.as_fd(),
+            self.startup_walk.as_fd(),
             None,
         )?))
     }
@@ -200,6 +201,20 @@ fn test_run(program: BorrowedFd<'_>, count: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Deletes the entry at `key` if it still holds `value` (the one the reader was asked about): a
+/// new listener or namespace at the same address, put in by the program since the reader ran,
+/// keeps its entry. (What is left is the microsecond between this lookup and the delete.)
+fn forget_stale<V: Copy + PartialEq>(map: &MapData, key: u64, value: V) {
+    let mut now = vec![0u8; size_of::<V>()];
+    let unchanged = map_batch::lookup(map, &key.to_ne_bytes(), &mut now).is_ok()
+        // SAFETY: the kernel's copy of a value of the map's type (integers only), unaligned.
+        && unsafe { std::ptr::read_unaligned(now.as_ptr().cast::<V>()) } == value;
+    if unchanged {
+        // Gone already (the program deleted it meanwhile) is fine.
+        let _ = delete(map, key);
+    }
 }
 
 /// Deletes `key` from `map` (`BPF_MAP_DELETE_ELEM`).

@@ -16,6 +16,27 @@ pub struct DwellHistogram {
 }
 const _: () = assert!(core::mem::size_of::<DwellHistogram>() == 8 * (DWELL_BUCKETS + 1));
 
+impl DwellHistogram {
+    /// No observations: the identity for [`DwellHistogram::merge`].
+    pub const EMPTY: DwellHistogram = DwellHistogram {
+        buckets: [0; DWELL_BUCKETS],
+        sum_ns: 0,
+    };
+
+    /// Adds `other` (one CPU's histogram) into this one.
+    pub fn merge(&mut self, other: &DwellHistogram) {
+        for (sum, add) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *sum += add;
+        }
+        self.sum_ns += other.sum_ns;
+    }
+
+    /// The number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
 /// Bucket for a dwell time of `ns` nanoseconds: the smallest `i` with `ns <= 2^i µs`.
 ///
 /// Written with shifts and compares only: the BPF instruction set has no count-leading-zeros.

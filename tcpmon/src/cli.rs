@@ -4,7 +4,6 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    sockets::client::parse_duration,
     state::TcpState,
     tail::{
         agent::server::DEFAULT_SOCKET,
@@ -244,6 +243,24 @@ fn one_line(rendered: &str) -> String {
     format!("tcpmon: error: {message} (see `tcpmon --help`)\n")
 }
 
+/// A duration given as a number and a unit: ms, s, m or h (`500ms`, `30s`, `1.5m`, `2h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("'{text}' is not a duration such as 500ms, 30s, 5m or 1h");
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(number * scale).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +269,22 @@ mod tests {
         let mut argv = vec!["tcpmon", "tail"];
         argv.extend(args);
         one_line(&Cli::try_parse_from(argv).expect_err("rejected").to_string())
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["30", "s", "5x", "-1s", ""] {
+            assert_eq!(
+                parse_duration(bad),
+                Err(format!(
+                    "'{bad}' is not a duration such as 500ms, 30s, 5m or 1h"
+                ))
+            );
+        }
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! docs/ARCHITECTURE.md draws the whole data flow.
 pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod metrics;
 pub mod privileges;
 pub mod probe;
+pub mod socket_fields;
 pub mod sockets;
 pub mod startup;
 pub mod state;

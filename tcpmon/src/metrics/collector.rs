@@ -27,9 +27,10 @@ use super::{
     workloads::WorkloadLabels,
 };
 use crate::{
+    clock::monotonic_ns,
     error::Error,
     probe::{prog_stats, Probe},
-    tail::{agent::hub::Hub, event::monotonic_ns},
+    tail::agent::hub::Hub,
     workload::{cgroups::Workloads, UNKNOWN},
 };
 

@@ -9,13 +9,12 @@ use super::{
     descriptors as family, histogram,
     listeners::{self, PortQueue},
     ports::PortTable,
-    resets::{self, ReasonNames},
-    socket_ages,
+    resets, socket_ages,
     socket_states::SocketCounts,
     workloads::ByWorkload,
 };
 use crate::{
-    probe::{prog_stats::ProgramStats, Snapshot},
+    probe::{prog_stats::ProgramStats, resets::ReasonNames, Snapshot},
     state::{TcpState, FAMILY_LABELS},
 };
 
@@ -215,7 +214,7 @@ fn transitions(s: &Snapshot) -> Vec<Metric> {
 fn state_durations(s: &Snapshot) -> Vec<Metric> {
     TcpState::ALL
         .into_iter()
-        .filter(|state| histogram::count(&s.dwell[*state as usize]) > 0)
+        .filter(|state| s.dwell[*state as usize].count() > 0)
         .map(|state| {
             let mut metric = Metric::from_label(labels(&[("state", state.name())]));
             metric.set_histogram(histogram::to_proto(&s.dwell[state as usize]));
@@ -252,7 +251,7 @@ fn handshake_durations(s: &Snapshot, ports: &PortTable) -> Vec<Metric> {
                 continue;
             };
             let h = &s.handshake_duration[index as usize];
-            if histogram::count(h) > 0 {
+            if h.count() > 0 {
                 let pairs = [("side", side_name), ("port", ports.label(slot))];
                 let mut metric = Metric::from_label(labels(&pairs));
                 metric.set_histogram(histogram::to_proto_every(h, 2));

@@ -1,5 +1,7 @@
 use prometheus::Encoder;
-use tcpmon_common::{handshake, side, tcp_state, teardown, DWELL_BUCKETS, TRANSITION_SLOTS};
+use tcpmon_common::{
+    handshake, side, tcp_state, teardown, DwellHistogram, DWELL_BUCKETS, TRANSITION_SLOTS,
+};
 
 use super::*;
 use crate::metrics::workloads::ByWorkload;
@@ -46,9 +48,9 @@ fn program_runs_combine_the_main_program_and_its_cover() {
 fn empty_snapshot() -> Snapshot {
     Snapshot {
         transitions: vec![0; TRANSITION_SLOTS as usize],
-        dwell: vec![histogram::empty(); tcp_state::SLOTS as usize],
+        dwell: vec![DwellHistogram::EMPTY; tcp_state::SLOTS as usize],
         counters: vec![0; tcpmon_common::counter::SLOTS as usize],
-        handshake_duration: vec![histogram::empty(); handshake::SIDE_SLOTS as usize],
+        handshake_duration: vec![DwellHistogram::EMPTY; handshake::SIDE_SLOTS as usize],
         handshake_retransmits: vec![0; handshake::SIDE_SLOTS as usize],
         workload_uncounted: vec![0; tcpmon_common::workload::UNCOUNTED_SLOTS as usize],
     }

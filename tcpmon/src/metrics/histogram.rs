@@ -1,27 +1,6 @@
 //! Conversion of the kernel's log2 dwell buckets into Prometheus histograms.
 use prometheus::proto;
-use tcpmon_common::{DwellHistogram, DWELL_BUCKETS, DWELL_FINITE_BUCKETS};
-
-/// An empty histogram, the identity for [`merge`].
-pub fn empty() -> DwellHistogram {
-    DwellHistogram {
-        buckets: [0; DWELL_BUCKETS],
-        sum_ns: 0,
-    }
-}
-
-/// Adds `other` (one CPU's histogram) into `total`.
-pub fn merge(total: &mut DwellHistogram, other: &DwellHistogram) {
-    for (sum, add) in total.buckets.iter_mut().zip(other.buckets.iter()) {
-        *sum += add;
-    }
-    total.sum_ns += other.sum_ns;
-}
-
-/// Number of observations in `h`.
-pub fn count(h: &DwellHistogram) -> u64 {
-    h.buckets.iter().sum()
-}
+use tcpmon_common::{DwellHistogram, DWELL_FINITE_BUCKETS};
 
 /// Upper bound of finite bucket `i`, in seconds: 2^i microseconds.
 pub fn upper_bound_seconds(i: usize) -> f64 {
@@ -51,7 +30,7 @@ pub fn to_proto_every(h: &DwellHistogram, step: usize) -> proto::Histogram {
         .collect();
     let mut histogram = proto::Histogram::default();
     histogram.set_bucket(buckets);
-    histogram.set_sample_count(count(h));
+    histogram.set_sample_count(h.count());
     histogram.set_sample_sum(h.sum_ns as f64 / 1e9);
     histogram
 }
@@ -61,7 +40,7 @@ mod tests {
     use super::*;
 
     fn sample() -> DwellHistogram {
-        let mut h = empty();
+        let mut h = DwellHistogram::EMPTY;
         h.buckets[0] = 2; // two dwells <= 1 µs
         h.buckets[10] = 3; // three dwells in (512 µs, 1024 µs]
         h.buckets[DWELL_FINITE_BUCKETS] = 1; // one beyond 2^32 µs
@@ -112,10 +91,10 @@ mod tests {
 
     #[test]
     fn merge_adds_per_cpu_values() {
-        let mut total = empty();
-        merge(&mut total, &sample());
-        merge(&mut total, &sample());
-        assert_eq!(count(&total), 12);
+        let mut total = DwellHistogram::EMPTY;
+        total.merge(&sample());
+        total.merge(&sample());
+        assert_eq!(total.count(), 12);
         assert_eq!(total.buckets[10], 6);
         assert_eq!(total.sum_ns, 2 * sample().sum_ns);
     }

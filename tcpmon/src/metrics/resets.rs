@@ -10,36 +10,10 @@ use prometheus::proto::Metric;
 use tcpmon_common::{reset, tcp_state};
 
 use super::{families::counter, ports::PortTable};
-use crate::state::TcpState;
+use crate::{probe::resets::ReasonNames, state::TcpState};
 
 /// The `state` label of a reset sent for a segment that matched no socket.
 pub const NO_SOCKET_STATE: &str = "none";
-pub const UNKNOWN_REASON: &str = "unknown";
-
-/// Reset reasons by the kernel's value.
-#[derive(Clone, Debug, Default)]
-pub struct ReasonNames(BTreeMap<u32, String>);
-
-impl ReasonNames {
-    /// From `enum sk_rst_reason`'s (value, name) pairs; its `SK_RST_REASON_MAX` is no reason.
-    pub fn new(values: &[(u32, String)]) -> ReasonNames {
-        let names = values
-            .iter()
-            .filter_map(|(value, name)| {
-                let short = name.strip_prefix("SK_RST_REASON_").unwrap_or(name);
-                (short != "MAX").then(|| (*value, short.to_ascii_lowercase()))
-            })
-            .collect();
-        ReasonNames(names)
-    }
-
-    pub fn name(&self, reason: u16) -> &str {
-        self.0
-            .get(&u32::from(reason))
-            .map_or(UNKNOWN_REASON, String::as_str)
-    }
-}
-
 fn state_label(state: u8) -> &'static str {
     match i32::from(state) {
         0 => NO_SOCKET_STATE,

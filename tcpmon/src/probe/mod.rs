@@ -7,7 +7,7 @@ pub mod pin;
 pub mod prog_stats;
 pub mod readers;
 mod reading;
-mod resets;
+pub mod resets;
 pub mod socket_iter;
 
 use std::{
@@ -26,6 +26,7 @@ use tcpmon_common::{
     SYNACK_RETRANSMIT_PROGRAM_NAME, SYN_RETRANSMIT_PROGRAM_NAME, TRANSITION_SLOTS,
 };
 
+use self::resets::ReasonNames;
 pub use self::{
     offsets::KernelOffsets,
     reading::{Snapshot, TrackedSockets},
@@ -35,7 +36,7 @@ use self::{
     readers::{KernelReaders, ReaderParts},
     socket_iter::SocketIterator,
 };
-use crate::{error::Error, metrics::resets::ReasonNames};
+use crate::error::Error;
 
 /// The programs counting handshake retransmissions, each on the tracepoint of its name.
 const RETRANSMIT_PROGRAMS: [&str; 2] =

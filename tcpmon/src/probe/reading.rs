@@ -6,7 +6,7 @@ use tcpmon_common::{
 use aya::maps::MapData;
 
 use super::{map_batch, Probe};
-use crate::{error::Error, metrics::histogram};
+use crate::error::Error;
 
 /// What the per-socket map holds.
 #[derive(Clone, Debug, Default)]
@@ -57,10 +57,10 @@ impl Probe {
         let per_cpu =
             map_batch::per_cpu_array::<DwellHistogram>(self.map_data(name)?, rows * slots)
                 .map_err(Self::read_error(name))?;
-        let mut totals = vec![histogram::empty(); slots as usize];
+        let mut totals = vec![DwellHistogram::EMPTY; slots as usize];
         for (index, cpus) in per_cpu.iter().enumerate() {
             let total = &mut totals[index % slots as usize];
-            cpus.iter().for_each(|h| histogram::merge(total, h));
+            cpus.iter().for_each(|h| total.merge(h));
         }
         Ok(totals)
     }

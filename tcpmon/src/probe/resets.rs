@@ -1,5 +1,7 @@
 //! The reset programs: which of them this kernel takes, and reading what they counted; and
 //! reading the per-cgroup handshake and teardown counts, a hash of the same kind.
+use std::collections::BTreeMap;
+
 use aya::maps::{HashMap, MapData};
 use tcpmon_common::{
     maps, reset, workload, RECEIVE_RESET_PROGRAM_NAME, SEND_RESET_PROGRAM_NAME,
@@ -7,7 +9,7 @@ use tcpmon_common::{
 };
 
 use super::{map_error, KernelOffsets, Probe};
-use crate::{error::Error, metrics::resets::ReasonNames};
+use crate::error::Error;
 
 /// The (program, tracepoint) pairs to load: `tcp_send_reset` has carried the reset's reason
 /// since the kernel gained `enum sk_rst_reason` (Linux 6.10), and a program may read only the
@@ -49,5 +51,32 @@ impl Probe {
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| map_error(maps::WORKLOADS, "read", e))
+    }
+}
+
+/// The `reason` of a reset whose kernel value has no name here.
+pub const UNKNOWN_REASON: &str = "unknown";
+
+/// Reset reasons by the kernel's value.
+#[derive(Clone, Debug, Default)]
+pub struct ReasonNames(BTreeMap<u32, String>);
+
+impl ReasonNames {
+    /// From `enum sk_rst_reason`'s (value, name) pairs; its `SK_RST_REASON_MAX` is no reason.
+    pub fn new(values: &[(u32, String)]) -> ReasonNames {
+        let names = values
+            .iter()
+            .filter_map(|(value, name)| {
+                let short = name.strip_prefix("SK_RST_REASON_").unwrap_or(name);
+                (short != "MAX").then(|| (*value, short.to_ascii_lowercase()))
+            })
+            .collect();
+        ReasonNames(names)
+    }
+
+    pub fn name(&self, reason: u16) -> &str {
+        self.0
+            .get(&u32::from(reason))
+            .map_or(UNKNOWN_REASON, String::as_str)
     }
 }

@@ -1,8 +1,5 @@
 //! The `tcpmon sockets` command: asks the agent, filters, sorts oldest first, prints.
-use std::{
-    io::{self, BufRead, BufReader, Write},
-    time::Duration,
-};
+use std::io::{self, BufRead, BufReader, Write};
 
 use anyhow::{bail, Context as _};
 
@@ -115,43 +112,9 @@ fn age(seconds: f64) -> String {
     }
 }
 
-/// A duration given as a number and a unit: ms, s, m or h (`500ms`, `30s`, `1.5m`, `2h`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("'{text}' is not a duration such as 500ms, 30s, 5m or 1h");
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(number * scale).map_err(|_| bad())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_need_a_unit() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["30", "s", "5x", "-1s", ""] {
-            assert_eq!(
-                parse_duration(bad),
-                Err(format!(
-                    "'{bad}' is not a duration such as 500ms, 30s, 5m or 1h"
-                ))
-            );
-        }
-    }
 
     #[test]
     fn the_table_names_process_and_workload_in_aligned_columns() {

@@ -17,10 +17,11 @@ use tcpmon_common::SocketRecord;
 
 use super::SocketLine;
 use crate::{
+    clock::monotonic_ns,
     metrics::netns,
     probe::socket_iter::{for_each_record, SocketIterator},
+    socket_fields::{address, comm_name, family_label},
     state::TcpState,
-    tail::event::{address, comm_name, family_label, monotonic_ns},
     workload::cgroups::Workloads,
 };
 

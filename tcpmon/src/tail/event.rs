@@ -2,15 +2,16 @@
 //! as one JSON object per line, and printed by the output formats.
 //!
 //! The JSON field names are an interface (documented in docs/TAIL.md): add fields, never rename.
-use std::{
-    borrow::Cow,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::{borrow::Cow, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
-use tcpmon_common::{TailEvent, AF_INET, DWELL_UNKNOWN};
+use tcpmon_common::{TailEvent, DWELL_UNKNOWN};
 
-use crate::state::TcpState;
+use crate::{
+    clock::rfc3339,
+    socket_fields::{address, comm_name, family_label},
+    state::TcpState,
+};
 
 /// One line of the tail stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,15 +105,6 @@ impl Event {
     }
 }
 
-/// "inet" or "inet6".
-pub fn family_label(family: u16) -> &'static str {
-    if family == AF_INET {
-        "inet"
-    } else {
-        "inet6"
-    }
-}
-
 /// The owning process, if the program knew it.
 pub fn owner_pid(e: &TailEvent) -> Option<u32> {
     (e.pid != 0).then_some(e.pid)
@@ -123,114 +115,9 @@ pub fn comm(e: &TailEvent) -> Option<Cow<'_, str>> {
     owner_pid(e).map(|_| comm_name(&e.comm))
 }
 
-/// A kernel command name: NUL-padded bytes.
-pub fn comm_name(raw: &[u8; 16]) -> Cow<'_, str> {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end])
-}
-
 /// Milliseconds in the old state, if the program saw the socket enter it.
 pub fn dwell_ms(e: &TailEvent) -> Option<f64> {
     (e.dwell_ns != DWELL_UNKNOWN).then(|| e.dwell_ns as f64 / 1e6)
-}
-
-/// An address from the record; IPv4-mapped IPv6 addresses become plain IPv4.
-pub fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
-    if family == AF_INET {
-        return IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]));
-    }
-    let v6 = Ipv6Addr::from(*bytes);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-/// Formats nanoseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-pub fn rfc3339(unix_ns: i128) -> String {
-    Rfc3339(unix_ns).to_string()
-}
-
-/// Nanoseconds since the Unix epoch, displayed as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (and
-/// serialized as that string) without allocating.
-#[derive(Clone, Copy, Debug)]
-pub struct Rfc3339(pub i128);
-
-/// A point in time as calendar fields in UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Civil {
-    pub year: i64,
-    /// 1..=12, 1..=31, then the time of day.
-    pub month: u32,
-    pub day: u32,
-    pub hour: u32,
-    pub minute: u32,
-    pub second: u32,
-    pub micros: u32,
-}
-
-impl Rfc3339 {
-    pub fn civil(self) -> Civil {
-        let unix_ns = self.0;
-        let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-        let micros = (unix_ns.rem_euclid(1_000_000_000) / 1000) as u32;
-        let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        Civil {
-            year: yoe + era * 400 + i64::from(month <= 2),
-            month,
-            day,
-            hour: rest / 3600,
-            minute: rest % 3600 / 60,
-            second: rest % 60,
-            micros,
-        }
-    }
-}
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = self.civil();
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
-        )
-    }
-}
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// CLOCK_REALTIME − CLOCK_MONOTONIC, in nanoseconds.
-pub fn realtime_offset_ns() -> i128 {
-    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of the program's `bpf_ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC) as u64
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 impl Serialize for TcpState {
@@ -249,37 +136,9 @@ impl<'de> Deserialize<'de> for TcpState {
 
 #[cfg(test)]
 mod tests {
+    use tcpmon_common::AF_INET;
+
     use super::*;
-
-    #[test]
-    fn formats_wall_clock_time() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339(1_795_843_200_123_456_789),
-            "2026-11-28T05:20:00.123456Z"
-        );
-        assert_eq!(
-            rfc3339(951_782_400_000_000_000),
-            "2000-02-29T00:00:00.000000Z"
-        );
-    }
-
-    #[test]
-    fn maps_ipv4_mapped_addresses_to_ipv4() {
-        let mut mapped = [0u8; 16];
-        mapped[10] = 0xff;
-        mapped[11] = 0xff;
-        mapped[12..].copy_from_slice(&[10, 1, 2, 3]);
-        assert_eq!(address(10, &mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
-        let v6: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
-        assert_eq!(address(10, &v6), "2001:db8::1".parse::<IpAddr>().unwrap());
-        let mut v4 = [0u8; 16];
-        v4[..4].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(
-            address(AF_INET, &v4),
-            "127.0.0.1".parse::<IpAddr>().unwrap()
-        );
-    }
 
     #[test]
     fn decodes_a_kernel_event() {

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use tcpmon_common::{TailEvent, TroubleEvent};
 
-use super::event::{address, family_label, owner_pid, Event};
+use super::event::{owner_pid, Event};
+use crate::socket_fields::{address, family_label};
 use crate::state::TcpState;
 
 /// A tail client's request, sent to the agent as the first line of the connection.

@@ -14,7 +14,7 @@ use tcpmon_common::{TailEvent, TailFilter};
 use tokio::sync::{mpsc, Notify};
 
 use super::kernel_filter;
-use crate::tail::{event::realtime_offset_ns, filter::Filter};
+use crate::{clock::realtime_offset_ns, tail::filter::Filter};
 
 /// Events queued per subscriber before it starts losing them.
 pub const QUEUE: usize = 16_384;

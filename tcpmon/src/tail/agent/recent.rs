@@ -18,12 +18,12 @@ use tokio::{
 };
 
 use crate::{
-    metrics::{listeners::Listener, resets::ReasonNames},
+    clock::{monotonic_ns, realtime_offset_ns, Rfc3339},
+    metrics::listeners::Listener,
+    probe::resets::ReasonNames,
+    socket_fields::{address, family_label},
     state::TcpState,
-    tail::{
-        event::{address, family_label, monotonic_ns, realtime_offset_ns, Rfc3339},
-        filter::Filter,
-    },
+    tail::filter::Filter,
 };
 
 /// How long the reader waits after emptying the ring before it looks again (the ring holds

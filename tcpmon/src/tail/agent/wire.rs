@@ -11,7 +11,11 @@ use std::{
 use tcpmon_common::{TailEvent, TAIL_SYN_RETRANSMIT};
 
 use crate::state::TcpState;
-use crate::tail::event::{address, comm, dwell_ms, family_label, owner_pid, Rfc3339};
+use crate::{
+    clock::Rfc3339,
+    socket_fields::{address, family_label},
+    tail::event::{comm, dwell_ms, owner_pid},
+};
 
 /// Appends the record's NDJSON line, newline included, to `out`. Writes nothing and returns
 /// false for a record whose states are not TCP states (as `Event::from_kernel` refuses it).

@@ -13,9 +13,9 @@ use crate::{
     cli::AgentOptions,
     error::Error,
     metrics::{
-        collector::ProbeCollector, listen_watch::ListenWatch, netns, ports::PortTable,
-        socket_states,
+        collector::ProbeCollector, listen_watch::ListenWatch, ports::PortTable, socket_states,
     },
+    netns,
     privileges::{
         self,
         capabilities::{self, User},

@@ -5,10 +5,8 @@ use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     state::TcpState,
-    tail::{
-        agent::server::DEFAULT_SOCKET,
-        filter::{parse_state, Cidr, Family},
-    },
+    tail::filter::{parse_state, Cidr, Family},
+    unix_socket::DEFAULT_SOCKET,
 };
 
 /// TCP handshake and teardown metrics from the kernel, for Prometheus.

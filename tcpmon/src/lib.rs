@@ -6,9 +6,11 @@
 //! docs/ARCHITECTURE.md draws the whole data flow.
 pub mod agent;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod error;
 pub mod metrics;
+pub mod netns;
 pub mod privileges;
 pub mod probe;
 pub mod socket_fields;
@@ -16,6 +18,7 @@ pub mod sockets;
 pub mod startup;
 pub mod state;
 pub mod tail;
+pub mod unix_socket;
 pub mod web;
 pub mod workload;
 
@@ -23,7 +26,7 @@ pub mod workload;
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Agent(options) => agent::run(options),
-        cli::Command::Tail(options) => tail::client::run(options),
-        cli::Command::Sockets(options) => sockets::client::run(options),
+        cli::Command::Tail(options) => client::run(options),
+        cli::Command::Sockets(options) => client::sockets::run(options),
     }
 }

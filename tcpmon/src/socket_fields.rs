@@ -2,7 +2,7 @@
 //! and the family, the family's label, a command name.
 use std::{
     borrow::Cow,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use tcpmon_common::AF_INET;
@@ -32,6 +32,11 @@ pub fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
         Some(v4) => IpAddr::V4(v4),
         None => IpAddr::V6(v6),
     }
+}
+
+/// `addr:port`, with brackets for IPv6.
+pub fn endpoint(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
 }
 
 #[cfg(test)]

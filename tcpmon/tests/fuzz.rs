@@ -3,10 +3,10 @@
 use proptest::prelude::*;
 use tcpmon::{
     cli::OutputFormat,
+    client::Printer,
     metrics::{histogram, socket_states::SocketStates},
     probe::btf::Btf,
     tail::{
-        client::Printer,
         event::{message_of, Event, Message},
         filter::{parse_state, Cidr, Filter},
     },

@@ -86,7 +86,8 @@ impl ListenWatch {
             .unwrap_or_else(|e| e.into_inner())
             .update(listeners);
         for (listener, dropped) in &look.dropped {
-            self.recent.listen_dropped(listener, *dropped);
+            self.recent
+                .listen_dropped(listener.family, listener.address, listener.port, *dropped);
         }
         look.ports
     }

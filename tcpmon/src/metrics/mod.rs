@@ -8,7 +8,6 @@ pub mod families;
 pub mod histogram;
 pub mod listen_watch;
 pub mod listeners;
-pub mod netns;
 pub mod ports;
 pub mod resets;
 pub mod scrape_parts;

@@ -18,7 +18,7 @@ use std::{collections::HashMap, io, path::PathBuf};
 
 use tcpmon_common::{tcp_state, transition_index, StartupSocket, FAMILY_SLOTS};
 
-use super::netns;
+use crate::netns;
 use crate::probe::readers::KernelReaders;
 
 /// Entries of [`SocketCounts::by_state`], indexed by raw kernel state.

@@ -18,7 +18,7 @@ use tcpmon_common::SocketRecord;
 use super::SocketLine;
 use crate::{
     clock::monotonic_ns,
-    metrics::netns,
+    netns,
     probe::socket_iter::{for_each_record, SocketIterator},
     socket_fields::{address, comm_name, family_label},
     state::TcpState,

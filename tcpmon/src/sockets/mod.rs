@@ -3,7 +3,6 @@
 //! BPF socket iterator per network namespace, joined with the per-socket map for the time
 //! each socket entered its state) and finds each socket's process in /proc; the command asks
 //! over the tail socket, then filters, sorts and prints.
-pub mod client;
 pub mod lister;
 
 use std::net::IpAddr;

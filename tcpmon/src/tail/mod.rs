@@ -3,6 +3,5 @@
 //! for a filter and prints what comes back (or loads a probe of its own with `--standalone`).
 //! Events and filters are shared by both.
 pub mod agent;
-pub mod client;
 pub mod event;
 pub mod filter;

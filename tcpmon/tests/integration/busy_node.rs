@@ -28,7 +28,7 @@ const SYN_RETRIES: &str = "1";
 /// `support::ss_counts`).
 fn ss_everywhere() -> BTreeMap<String, u64> {
     let mut total: BTreeMap<String, u64> = BTreeMap::new();
-    for path in tcpmon::metrics::netns::all().values() {
+    for path in tcpmon::netns::all().values() {
         let net = format!("--net={}", path.display());
         let Ok(out) = std::process::Command::new("nsenter")
             .args([net.as_str(), "ss", "-tanoH"])

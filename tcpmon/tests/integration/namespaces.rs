@@ -35,7 +35,7 @@ fn every_namespace_is_found() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let all = tcpmon::metrics::netns::all();
+    let all = tcpmon::netns::all();
     for path in [named.path(), ns_of_process, "/proc/self/ns/net".to_string()] {
         assert!(all.contains_key(&inode(&path)), "{path} not found");
     }

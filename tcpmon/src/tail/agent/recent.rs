@@ -19,7 +19,6 @@ use tokio::{
 
 use crate::{
     clock::{monotonic_ns, realtime_offset_ns, Rfc3339},
-    metrics::listeners::Listener,
     probe::resets::ReasonNames,
     socket_fields::{address, family_label},
     state::TcpState,
@@ -108,15 +107,16 @@ impl Recent {
         }
     }
 
-    /// Records that `listener` dropped `dropped` segments since the previous look.
-    pub fn listen_dropped(&self, listener: &Listener, dropped: u64) {
+    /// Records that the listener on `address` (of `family`) and `port` dropped `dropped`
+    /// segments since the previous look.
+    pub fn listen_dropped(&self, family: u16, address: [u8; 16], port: u16, dropped: u64) {
         self.push(TroubleEvent {
             ts_ns: monotonic_ns(),
             skaddr: 0,
-            saddr: listener.address,
+            saddr: address,
             daddr: [0; 16],
-            family: listener.family,
-            sport: listener.port,
+            family,
+            sport: port,
             dport: 0,
             kind: trouble::LISTEN_DROPPED,
             state: TcpState::Listen as u8,

@@ -29,7 +29,6 @@ use crate::{
     workload::cgroups::Workloads,
 };
 
-pub const DEFAULT_SOCKET: &str = "/run/tcpmon/tail.sock";
 /// The longest request line accepted, and how long a client may take to send it.
 const MAX_REQUEST: u64 = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

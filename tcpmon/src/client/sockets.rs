@@ -3,10 +3,11 @@ use std::io::{self, BufRead, BufReader, Write};
 
 use anyhow::{bail, Context as _};
 
-use super::{Request, SocketLine};
 use crate::{
     cli::{SocketsFormat, SocketsOptions},
-    tail::client::{connect, table::endpoint},
+    socket_fields::endpoint,
+    sockets::{Request, SocketLine},
+    unix_socket::connect,
 };
 
 pub fn run(options: SocketsOptions) -> anyhow::Result<()> {

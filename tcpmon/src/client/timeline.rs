@@ -4,9 +4,8 @@ use std::collections::HashMap;
 
 use tcpmon_common::{errno, outcome, teardown, Outcome};
 
-use super::table::endpoint;
-use crate::state::TcpState;
 use crate::tail::event::Event;
+use crate::{socket_fields::endpoint, state::TcpState};
 
 /// Connections being assembled at most; past that the oldest half is flushed as incomplete,
 /// so a tail on a busy host stays bounded in memory.

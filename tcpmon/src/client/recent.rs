@@ -8,13 +8,14 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use super::{connect, table::endpoint};
 use crate::{
     cli::{OutputFormat, TailOptions},
+    socket_fields::endpoint,
     tail::{
         agent::recent::{Query, Request},
         filter::Filter,
     },
+    unix_socket::connect,
 };
 
 /// The table's header line.

@@ -1,8 +1,6 @@
 //! Output formats of `tcpmon tail`: a table in the spirit of bcc's tcpstates, NDJSON, and the
 //! per-connection timeline (timeline.rs).
-use std::net::{IpAddr, SocketAddr};
-
-use crate::tail::event::Event;
+use crate::{socket_fields::endpoint, tail::event::Event};
 
 /// The table's header line.
 pub const TABLE_HEADER: &str = "TIME(UTC)       PID     COMM             LOCAL                  REMOTE                 OLDSTATE    -> NEWSTATE          MS WORKLOAD";
@@ -40,11 +38,6 @@ pub fn retransmit_row(e: &Event) -> String {
 /// The notice printed when events were dropped for this client.
 pub fn lost_line(count: u64) -> String {
     format!("*** {count} events lost: this client read too slowly ***")
-}
-
-/// `addr:port`, with brackets for IPv6.
-pub fn endpoint(ip: IpAddr, port: u16) -> String {
-    SocketAddr::new(ip, port).to_string()
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
-//! The `tcpmon tail` command: sends the filter, prints what comes back, as a table (`table`),
-//! NDJSON, or per-connection timelines (`timeline`).
+//! The commands that ask the running agent over its Unix socket. Here `tcpmon tail`: sends the
+//! filter, prints what comes back, as a table (`table`), NDJSON, or per-connection timelines
+//! (`timeline`); `tail --recent` (`recent`); `tcpmon sockets` (`sockets`).
 pub mod recent;
+pub mod sockets;
 pub mod table;
 pub mod timeline;
 
 use std::{
     io::{self, BufRead, BufReader, ErrorKind, Write},
-    os::unix::net::UnixStream,
     path::Path,
     sync::Arc,
 };
@@ -26,6 +27,7 @@ use crate::{
         event::{json_line, message_of, Message},
         filter::Filter,
     },
+    unix_socket::connect,
     workload::cgroups::{Workloads, KUBELET_PODS},
 };
 
@@ -60,19 +62,6 @@ pub fn run(options: TailOptions) -> anyhow::Result<()> {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
-}
-
-/// Connects to the agent's tail socket, with one clear error when that cannot be done.
-pub fn connect(socket: &Path) -> Result<UnixStream, Error> {
-    let path = socket.display().to_string();
-    UnixStream::connect(socket).map_err(|cause| match cause.kind() {
-        ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::AgentMissing { path },
-        ErrorKind::PermissionDenied => Error::TailPermission { path },
-        _ => Error::Io {
-            what: format!("cannot connect to {path}"),
-            cause,
-        },
-    })
 }
 
 fn from_agent(

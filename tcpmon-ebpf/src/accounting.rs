@@ -12,7 +12,8 @@ use crate::{
     kernel::{read_kernel, sock_field},
     local_port,
     maps::{COUNTERS, DWELL, HANDSHAKE_DURATION, PORTS, SOCKETS},
-    tail, trouble, workloads, Transition,
+    owner::{in_process_context, Owner},
+    trouble, workloads, Transition,
 };
 
 /// What the accounting learnt that a tail event reports too.
@@ -25,7 +26,7 @@ pub struct Tracked {
     /// verifier refuses ("invalid read from stack").
     pub dwell_ns: u64,
     pub sk_err: i32,
-    pub owner: tail::Owner,
+    pub owner: Owner,
 }
 
 /// Dwell time, handshake and teardown accounting, and the socket's entry.
@@ -47,7 +48,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
     }
     let entry = SOCKETS.get_ptr_mut(t.sk as u64);
     let mut dwell_ns = DWELL_UNKNOWN;
-    let mut owner = tail::Owner::none();
+    let mut owner = Owner::none();
     // A stale entry (its socket's CLOSE was never seen, and the address now belongs to a new
     // socket starting from CLOSE or LISTEN) describes another socket: start afresh.
     let mut fresh = false;
@@ -67,7 +68,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
                 service_port(t)
             } else {
                 if tail {
-                    owner = tail::Owner::of_entry(entry);
+                    owner = Owner::of_entry(entry);
                 }
                 (u32::from(entry.port_slot), u32::from(entry.side))
             }
@@ -111,8 +112,8 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
         Outcome::Nothing => {}
     }
 
-    if tail && tail::in_process_context(t) {
-        owner = tail::Owner::current();
+    if tail && in_process_context(t) {
+        owner = Owner::current();
     }
     match entry {
         Some(_) if t.new == tcp_state::CLOSE => {
@@ -156,7 +157,7 @@ pub fn track(t: &Transition, tail: bool) -> Tracked {
 /// Puts a new entry for the socket in `t.new`, unless one is there; counts and says whether it
 /// did.
 #[inline(always)]
-fn insert(t: &Transition, now: u64, port_slot: u32, side: u32, owner: &tail::Owner) -> bool {
+fn insert(t: &Transition, now: u64, port_slot: u32, side: u32, owner: &Owner) -> bool {
     let entry = SocketEntry {
         entered_ns: now,
         pid: owner.pid,
@@ -192,10 +193,10 @@ const EBUSY: i32 = 16;
 #[inline(always)]
 fn track_new(t: &Transition, tail: bool, now: u64) -> Option<Tracked> {
     let (port_slot, side) = service_port(t);
-    let owner = if tail && tail::in_process_context(t) {
-        tail::Owner::current()
+    let owner = if tail && in_process_context(t) {
+        Owner::current()
     } else {
-        tail::Owner::none()
+        Owner::none()
     };
     if !insert(t, now, port_slot, side, &owner) {
         return None;

@@ -23,6 +23,7 @@ mod kernel;
 mod listeners;
 mod maps;
 mod namespaces;
+mod owner;
 mod reentry;
 mod resets;
 mod retransmits;
@@ -171,7 +172,7 @@ fn account(t: &Transition) -> u64 {
             owner: if tail {
                 tail::owner_of(t)
             } else {
-                tail::Owner::none()
+                owner::Owner::none()
             },
         }
     };

@@ -1,6 +1,7 @@
-//! The agent's top-level modules form layers, not a knot: no module uses, through `crate::`,
-//! a module that uses it back, directly or through others (docs/ARCHITECTURE.md, "Layers").
-//! Tests inside a module (`#[cfg(test)]` and `*_tests.rs`) may use anything.
+//! The top-level modules of the agent and of the eBPF crate form layers, not a knot: no module
+//! uses, through `crate::`, a module that uses it back, directly or through others
+//! (docs/ARCHITECTURE.md, "Layers"). Every `crate::` path counts: code, tests (`#[cfg(test)]`
+//! and `*_tests.rs`) and doc links.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -34,7 +35,7 @@ fn uses(src: &Path) -> Graph {
             continue;
         }
         let name = path.to_string_lossy();
-        if !name.ends_with(".rs") || name.ends_with("_tests.rs") {
+        if !name.ends_with(".rs") {
             continue;
         }
         let relative = path.strip_prefix(src).expect("under src");
@@ -44,10 +45,9 @@ fn uses(src: &Path) -> Graph {
             .to_string_lossy()
             .trim_end_matches(".rs")
             .to_string();
-        let text = fs::read_to_string(&path).expect("read a source file");
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let code = fs::read_to_string(&path).expect("read a source file");
         let used = graph.entry(module.clone()).or_default();
-        for target in crate_paths(code) {
+        for target in crate_paths(&code) {
             if target != module && tops.contains(&target) {
                 used.insert(target);
             }
@@ -124,14 +124,31 @@ fn cycle(graph: &Graph) -> Option<Vec<String>> {
         .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
 }
 
+fn assert_layers(crate_dir: &str) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(crate_dir)
+        .join("src");
+    let graph = uses(&src);
+    assert!(
+        graph.len() > 10,
+        "found the modules of {crate_dir}: {graph:?}"
+    );
+    if let Some(cycle) = cycle(&graph) {
+        panic!(
+            "these modules of {crate_dir} use each other: {}",
+            cycle.join(" -> ")
+        );
+    }
+}
+
 #[test]
 fn the_agents_modules_form_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let graph = uses(&src);
-    assert!(graph.len() > 10, "found the modules: {graph:?}");
-    if let Some(cycle) = cycle(&graph) {
-        panic!("these modules use each other: {}", cycle.join(" -> "));
-    }
+    assert_layers(".");
+}
+
+#[test]
+fn the_ebpf_crates_modules_form_layers() {
+    assert_layers("../tcpmon-ebpf");
 }
 
 #[test]

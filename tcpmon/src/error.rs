@@ -7,7 +7,7 @@ use std::{io, net::SocketAddr};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "not allowed to load eBPF programs and enter network namespaces (missing {missing}): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON"
+        "not allowed to load eBPF programs and enter network namespaces (missing {missing}): run tcpmon as root, or give it CAP_SYS_ADMIN (it covers loading eBPF programs) and CAP_SYS_PTRACE"
     )]
     NotPrivileged { missing: String },
 

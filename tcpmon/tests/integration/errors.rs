@@ -50,7 +50,7 @@ fn refused_without_cap_sys_admin(privileges: &[&str]) {
     assert_eq!(code, 1);
     assert_one_line(
         &stderr,
-        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON",
+        "not allowed to load eBPF programs and enter network namespaces (missing CAP_SYS_ADMIN): run tcpmon as root, or give it CAP_SYS_ADMIN (it covers loading eBPF programs) and CAP_SYS_PTRACE",
     );
 }
 

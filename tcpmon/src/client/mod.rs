@@ -26,6 +26,7 @@ use crate::{
         agent::hub::Hub,
         event::{json_line, message_of, Message},
         filter::Filter,
+        request::Request,
     },
     unix_socket::connect,
     workload::cgroups::{Workloads, KUBELET_PODS},
@@ -71,8 +72,7 @@ fn from_agent(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let mut stream = connect(socket)?;
-    let request = serde_json::to_string(filter).context("encoding the filter")?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
+    stream.write_all(Request::Tail(filter.clone()).line().as_bytes())?;
     printer.start(out)?;
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     let mut line = Vec::new();

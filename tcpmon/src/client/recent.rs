@@ -11,10 +11,7 @@ use anyhow::{bail, Context as _};
 use crate::{
     cli::{OutputFormat, TailOptions},
     socket_fields::endpoint,
-    tail::{
-        agent::recent::{Query, Request},
-        filter::Filter,
-    },
+    tail::{agent::recent::Query, filter::Filter, request::Request},
     unix_socket::connect,
 };
 
@@ -31,16 +28,13 @@ pub fn run(options: &TailOptions, filter: Filter, out: &mut impl Write) -> anyho
     if !filter.workloads.is_empty() {
         bail!("--recent cannot filter by --workload: trouble events carry no cgroup");
     }
-    let request = Request {
-        recent: Query {
-            since_ns: options.since.map(|d| d.as_nanos() as u64),
-            follow: options.follow,
-            filter,
-        },
-    };
+    let request = Request::Recent(Query {
+        since_ns: options.since.map(|d| d.as_nanos() as u64),
+        follow: options.follow,
+        filter,
+    });
     let mut stream = connect(&options.socket)?;
-    let line = serde_json::to_string(&request).context("encoding the request")?;
-    stream.write_all(format!("{line}\n").as_bytes())?;
+    stream.write_all(request.line().as_bytes())?;
     if options.output == OutputFormat::Table {
         writeln!(out, "{HEADER}")?;
         out.flush()?;

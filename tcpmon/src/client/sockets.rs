@@ -6,14 +6,14 @@ use anyhow::{bail, Context as _};
 use crate::{
     cli::{SocketsFormat, SocketsOptions},
     socket_fields::endpoint,
-    sockets::{Request, SocketLine},
+    sockets::{Query, SocketLine},
+    tail::request::Request,
     unix_socket::connect,
 };
 
 pub fn run(options: SocketsOptions) -> anyhow::Result<()> {
     let mut stream = connect(&options.socket)?;
-    let request = serde_json::to_string(&Request::default()).context("encoding the request")?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
+    stream.write_all(Request::Sockets(Query {}).line().as_bytes())?;
     let mut sockets = Vec::new();
     for line in BufReader::new(stream).lines() {
         let value: serde_json::Value = serde_json::from_str(&line?).context("reading the agent")?;

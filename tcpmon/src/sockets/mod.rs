@@ -9,13 +9,6 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// The request line a `tcpmon sockets` client sends on the tail socket.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub sockets: Query,
-}
-
 /// What is asked for: every socket (the client filters).
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -12,6 +12,7 @@ use crate::state::TcpState;
 
 /// A tail client's request, sent to the agent as the first line of the connection.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Filter {
     /// Local or remote port.
     #[serde(default)]

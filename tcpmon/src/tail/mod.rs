@@ -5,3 +5,4 @@
 pub mod agent;
 pub mod event;
 pub mod filter;
+pub mod request;

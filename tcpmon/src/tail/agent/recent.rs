@@ -31,15 +31,8 @@ const READ_PAUSE: Duration = Duration::from_millis(100);
 /// New events a following client may fall behind by before it loses some.
 const FOLLOW_QUEUE: usize = 4_096;
 
-/// The request line of `tcpmon tail --recent`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub recent: Query,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Query {
     /// Only events at most this old; all kept ones if absent.
     pub since_ns: Option<u64>,

@@ -19,13 +19,13 @@ use super::{
     recent::{self, Recent},
     wire,
 };
-use crate::tail::{
-    event::{json_line, Message},
-    filter::Filter,
-};
 use crate::{
     error::Error,
-    sockets::{self, lister::SocketLister},
+    sockets::lister::SocketLister,
+    tail::{
+        event::{json_line, Message},
+        request::Request,
+    },
     workload::cgroups::Workloads,
 };
 
@@ -115,15 +115,14 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
     let mut read = BufReader::new(read.take(MAX_REQUEST));
     let mut request = String::new();
     let got = tokio::time::timeout(REQUEST_TIMEOUT, read.read_line(&mut request)).await;
-    if serde_json::from_str::<sockets::Request>(&request).is_ok() {
-        return list_sockets(&mut write, lister).await;
-    }
-    if let Ok(asked) = serde_json::from_str::<recent::Request>(&request) {
-        let read = read.into_inner().into_inner();
-        return recent_trouble(&mut write, read, &recent, &asked.recent).await;
-    }
-    let filter = match got {
-        Ok(Ok(_)) => serde_json::from_str::<Filter>(&request).map_err(|e| e.to_string()),
+    let filter = match got.map(|read| read.map(|_| Request::parse(&request))) {
+        Ok(Ok(Ok(Request::Sockets(_)))) => return list_sockets(&mut write, lister).await,
+        Ok(Ok(Ok(Request::Recent(query)))) => {
+            let read = read.into_inner().into_inner();
+            return recent_trouble(&mut write, read, &recent, &query).await;
+        }
+        Ok(Ok(Ok(Request::Tail(filter)))) => Ok(filter),
+        Ok(Ok(Err(e))) => Err(e),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no request within 5 seconds".to_string()),
     };

@@ -95,7 +95,7 @@ proptest! {
         }
     }
 
-    /// The agent writes NDJSON straight from the record (tail/agent/wire.rs): byte for byte the
+    /// The agent writes NDJSON straight from the record (tail/agent/ndjson.rs): byte for byte the
     /// serialized decoded event, for any record and clock offset; the filters agree too.
     #[test]
     fn the_agents_wire_lines_are_the_serialized_events(
@@ -115,7 +115,7 @@ proptest! {
         let record = kernel_event(&all, bias);
         let offset = i128::from(offset);
         let mut wire = Vec::new();
-        let written = tcpmon::tail::agent::wire::write_line(&record, offset, None, &mut wire);
+        let written = tcpmon::tail::agent::ndjson::write_line(&record, offset, None, &mut wire);
         let decoded = Event::from_kernel(&record, offset);
         prop_assert_eq!(written, decoded.is_some());
         let filter = Filter { ports: vec![port, record.sport], ..Default::default() };

@@ -1,6 +1,6 @@
 //! The agent's side of the tail: it reads the kernel's ring buffer only while someone listens,
 //! and fans the events out to every subscriber whose filter matches, as batches of the kernel's
-//! own records (decoded and formatted only by whoever writes them out, see wire.rs). A
+//! own records (decoded and formatted only by whoever writes them out, see ndjson.rs). A
 //! subscriber holds at most [`QUEUE`] events; one that falls behind loses events (counted, and
 //! told how many) and never slows the reader or another subscriber. Subscribers that want every
 //! event share one batch; a filtered one gets a copy of the records it wants.

@@ -3,6 +3,6 @@
 //! wire format it writes (`wire`).
 pub mod hub;
 pub mod kernel_filter;
+pub mod ndjson;
 pub mod recent;
 pub mod server;
-pub mod wire;

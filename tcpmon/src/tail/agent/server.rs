@@ -16,8 +16,8 @@ use tokio::{
 
 use super::{
     hub::{Hub, Subscription},
+    ndjson,
     recent::{self, Recent},
-    wire,
 };
 use crate::{
     error::Error,
@@ -162,7 +162,7 @@ async fn client(stream: UnixStream, services: Services) -> io::Result<()> {
                     if !wanted.matches_workload(workload.as_deref()) {
                         continue;
                     }
-                    wire::write_line(record, offset, workload.as_deref(), &mut lines);
+                    ndjson::write_line(record, offset, workload.as_deref(), &mut lines);
                     if lines.len() >= WRITE_CHUNK {
                         write.write_all(&lines).await?;
                         lines.clear();

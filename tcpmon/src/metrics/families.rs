@@ -6,7 +6,7 @@ use tcpmon_common::{counter, handshake, reset, side, teardown, FAMILY_SLOTS};
 use std::collections::BTreeMap;
 
 use super::{
-    descriptors as family, histogram,
+    descriptors, histogram,
     listeners::{self, PortQueue},
     ports::PortTable,
     resets, socket_ages,
@@ -106,51 +106,51 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
     let tracked = input.tracked;
     let c = |slot: u32| s.counters[slot as usize] as f64;
     let mut all = vec![
-        family::STATE_TRANSITIONS.with(transitions(s)),
-        family::STATE_DURATION.with(state_durations(s)),
-        family::STATE_DURATION_UNMEASURED.with(vec![
+        descriptors::STATE_TRANSITIONS.with(transitions(s)),
+        descriptors::STATE_DURATION.with(state_durations(s)),
+        descriptors::STATE_DURATION_UNMEASURED.with(vec![
             counter(&[("reason", "untracked")], c(counter::UNTRACKED)),
             counter(&[("reason", "stale_entry")], c(counter::STALE_ENTRIES)),
         ]),
-        family::HANDSHAKES.with(handshakes(input.by_workload, input.ports)),
-        family::HANDSHAKE_DURATION.with(handshake_durations(s, input.ports)),
-        family::HANDSHAKE_DURATION_UNMEASURED.with(vec![
+        descriptors::HANDSHAKES.with(handshakes(input.by_workload, input.ports)),
+        descriptors::HANDSHAKE_DURATION.with(handshake_durations(s, input.ports)),
+        descriptors::HANDSHAKE_DURATION_UNMEASURED.with(vec![
             counter(&[("side", "client")], c(counter::CLIENT_HANDSHAKE_UNTIMED)),
             counter(&[("side", "server")], c(counter::SERVER_HANDSHAKE_UNTIMED)),
         ]),
-        family::HANDSHAKE_RETRANSMITS.with(handshake_retransmits(s, input.ports)),
+        descriptors::HANDSHAKE_RETRANSMITS.with(handshake_retransmits(s, input.ports)),
     ];
     if let Some(listen) = input.listen {
         all.extend(listeners::families(input.ports, listen));
     }
     all.extend([
-        family::RESETS.with(resets::series(
+        descriptors::RESETS.with(resets::series(
             input.ports,
             input.resets,
             input.reset_reasons,
         )),
-        family::RESETS_UNCOUNTED.with(vec![counter(&[], c(counter::RESETS_UNCOUNTED))]),
-        family::LISTENERS_UNTRACKED.with(vec![counter(&[], c(counter::LISTENERS_UNTRACKED))]),
-        family::TEARDOWNS.with(teardowns(input.by_workload, input.ports)),
-        family::SOCKETS.with(input.sockets.map(sockets).unwrap_or_default()),
-        family::OLDEST_SOCKET_AGE.with(
+        descriptors::RESETS_UNCOUNTED.with(vec![counter(&[], c(counter::RESETS_UNCOUNTED))]),
+        descriptors::LISTENERS_UNTRACKED.with(vec![counter(&[], c(counter::LISTENERS_UNTRACKED))]),
+        descriptors::TEARDOWNS.with(teardowns(input.by_workload, input.ports)),
+        descriptors::SOCKETS.with(input.sockets.map(sockets).unwrap_or_default()),
+        descriptors::OLDEST_SOCKET_AGE.with(
             tracked
                 .map(|t| socket_ages::series(input.ports, t.oldest_entered_ns, input.now_ns))
                 .unwrap_or_default(),
         ),
-        family::TRACKED_SOCKETS.with(
+        descriptors::TRACKED_SOCKETS.with(
             tracked
                 .map(|t| vec![gauge(&[], t.count as f64)])
                 .unwrap_or_default(),
         ),
-        family::TRACKED_SOCKETS_EVICTED.with(
+        descriptors::TRACKED_SOCKETS_EVICTED.with(
             tracked
                 .map(|t| vec![counter(&[], t.evicted as f64)])
                 .unwrap_or_default(),
         ),
-        family::BUILD_INFO.with(vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)]),
-        family::EVENTS.with(vec![counter(&[], c(counter::EVENTS))]),
-        family::EVENTS_DROPPED.with(vec![
+        descriptors::BUILD_INFO.with(vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)]),
+        descriptors::EVENTS.with(vec![counter(&[], c(counter::EVENTS))]),
+        descriptors::EVENTS_DROPPED.with(vec![
             counter(&[("reason", "ringbuf_full")], c(counter::EVENTS_DROPPED)),
             counter(&[("reason", "client_slow")], input.dropped_slow as f64),
             counter(
@@ -158,25 +158,25 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
                 c(counter::TROUBLE_DROPPED),
             ),
         ]),
-        family::TAIL_CLIENTS.with(vec![gauge(&[], input.tail_clients as f64)]),
-        family::PROGRAM_RUNS.with(or_none(program, vec![counter(&[], p.runs as f64)])),
-        family::PROGRAM_RUN_SECONDS.with(or_none(
+        descriptors::TAIL_CLIENTS.with(vec![gauge(&[], input.tail_clients as f64)]),
+        descriptors::PROGRAM_RUNS.with(or_none(program, vec![counter(&[], p.runs as f64)])),
+        descriptors::PROGRAM_RUN_SECONDS.with(or_none(
             program,
             vec![counter(&[], p.run_time_ns as f64 / 1e9)],
         )),
         // Absent, not 0, where the kernel does not count them (before Linux 5.12).
-        family::PROGRAM_MISSED_RUNS.with(
+        descriptors::PROGRAM_MISSED_RUNS.with(
             p.missed
                 .map(|missed| vec![counter(&[], missed as f64)])
                 .unwrap_or_default(),
         ),
-        family::PROGRAM_COVERED_RUNS.with(vec![counter(&[], c(counter::COVERED))]),
-        family::SOCKET_MAP_BUSY.with(vec![counter(&[], c(counter::SOCKET_MAP_BUSY))]),
-        family::BPF_STATS_ENABLED.with(vec![gauge(
+        descriptors::PROGRAM_COVERED_RUNS.with(vec![counter(&[], c(counter::COVERED))]),
+        descriptors::SOCKET_MAP_BUSY.with(vec![counter(&[], c(counter::SOCKET_MAP_BUSY))]),
+        descriptors::BPF_STATS_ENABLED.with(vec![gauge(
             &[],
             f64::from(u8::from(input.bpf_stats_enabled)),
         )]),
-        family::SCRAPE_COLLECT_DURATION.with(vec![gauge(&[], input.last_collect_seconds)]),
+        descriptors::SCRAPE_COLLECT_DURATION.with(vec![gauge(&[], input.last_collect_seconds)]),
     ]);
     all.into_iter()
         .filter(|f| !f.get_metric().is_empty())
@@ -185,7 +185,7 @@ pub fn build(input: &ScrapeInput) -> Vec<MetricFamily> {
 
 /// `tcpmon_scrape_errors_total`: the collector's own count, present in every scrape.
 pub fn scrape_errors(count: u64) -> MetricFamily {
-    family::SCRAPE_ERRORS.with(vec![counter(&[], count as f64)])
+    descriptors::SCRAPE_ERRORS.with(vec![counter(&[], count as f64)])
 }
 
 /// Counters for every transition seen at least once.

@@ -263,13 +263,13 @@ fn series_labels_match_their_descriptors() {
     families.extend(parts.families());
     families.push(scrape_errors(0));
     let built: Vec<&str> = families.iter().map(|f| f.name()).collect();
-    let announced: Vec<&str> = family::ALL.iter().map(|d| d.name).collect();
+    let announced: Vec<&str> = descriptors::ALL.iter().map(|d| d.name).collect();
     assert_eq!(
         built, announced,
         "every family is built, in exposition order"
     );
     for built in &families {
-        let desc = family::ALL
+        let desc = descriptors::ALL
             .iter()
             .find(|d| d.name == built.name())
             .expect("announced");

@@ -16,7 +16,7 @@ use prometheus::proto::{Metric, MetricFamily};
 use tcpmon_common::ListenerRecord;
 
 use super::{
-    descriptors as family,
+    descriptors,
     families::{counter, gauge},
     ports::PortTable,
 };
@@ -158,9 +158,9 @@ pub fn families(ports: &PortTable, queues: &BTreeMap<u16, PortQueue>) -> Vec<Met
             .collect::<Vec<Metric>>()
     };
     vec![
-        family::LISTEN_QUEUE_LENGTH.with(series(|q| q.queued, true, gauge)),
-        family::LISTEN_QUEUE_LIMIT.with(series(|q| q.limit, true, gauge)),
-        family::LISTEN_DROPS.with(series(|q| q.drops, false, counter)),
+        descriptors::LISTEN_QUEUE_LENGTH.with(series(|q| q.queued, true, gauge)),
+        descriptors::LISTEN_QUEUE_LIMIT.with(series(|q| q.limit, true, gauge)),
+        descriptors::LISTEN_DROPS.with(series(|q| q.drops, false, counter)),
     ]
 }
 

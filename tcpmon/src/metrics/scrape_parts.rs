@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use prometheus::proto::MetricFamily;
 
-use super::{descriptors as family, families::gauge};
+use super::{descriptors, families::gauge};
 use crate::error::Error;
 
 /// The parts of a scrape, in the order they run, and what each feeds.
@@ -61,8 +61,8 @@ impl Parts {
                 .collect()
         };
         vec![
-            family::SCRAPE_COLLECTOR_SUCCESS.with(series(|p| f64::from(u8::from(p.1)))),
-            family::SCRAPE_COLLECTOR_DURATION.with(series(|p| p.2)),
+            descriptors::SCRAPE_COLLECTOR_SUCCESS.with(series(|p| f64::from(u8::from(p.1)))),
+            descriptors::SCRAPE_COLLECTOR_DURATION.with(series(|p| p.2)),
         ]
     }
 }

@@ -18,9 +18,10 @@ use std::{
 
 use aya::maps::MapData;
 
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+use super::bpf_call::{
+    bpf, ElemAttr, BPF_MAP_LOOKUP_BATCH, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_BATCH,
+};
+
 /// The kernel's internal "operation not supported" (not in libc): what a map type without a
 /// batch implementation answers.
 const ENOTSUPP: i32 = 524;
@@ -65,21 +66,11 @@ fn array_batch(
     // SAFETY: attr points at `count` keys, at a values buffer of `count` values of the map's
     // size and at a cursor of at least the key size, all outliving the call; a lookup from the
     // start has no cursor to read.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            command,
-            &raw mut attr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    match rc {
+    match unsafe { bpf(command, &mut attr) } {
+        Ok(_) => Ok(attr.count as usize),
         // A lookup that reached the array's end says ENOENT, with the slots it copied.
-        _ if rc >= 0 => Ok(attr.count as usize),
-        _ => match io::Error::last_os_error() {
-            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(attr.count as usize),
-            e => Err(e),
-        },
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(attr.count as usize),
+        Err(e) => Err(e),
     }
 }
 
@@ -146,15 +137,7 @@ fn for_each(
         };
         // SAFETY: attr points at buffers of `count` keys and values that outlive the call, and
         // at cursors of at least the key size (at most 8 bytes here) the kernel writes.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let error = (rc < 0).then(io::Error::last_os_error);
+        let error = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let count = attr.count as usize;
         for i in 0..count {
             each(
@@ -227,17 +210,6 @@ fn unsupported(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(ENOTSUPP | libc::EINVAL))
 }
 
-/// The `elem` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
 /// One `BPF_MAP_LOOKUP_ELEM`: copies the value at `key` (all CPUs' for a per-CPU map) into
 /// `value`, which must be the size the kernel writes.
 pub fn lookup(map: &MapData, key: &[u8], value: &mut [u8]) -> io::Result<()> {
@@ -248,16 +220,5 @@ pub fn lookup(map: &MapData, key: &[u8], value: &mut [u8]) -> io::Result<()> {
         ..Default::default()
     };
     // SAFETY: attr points at a key and a value buffer of the map's sizes that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_ELEM,
-            &raw mut attr,
-            size_of::<ElemAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) }.map(drop)
 }

@@ -1,4 +1,5 @@
 //! Loading the eBPF program with this kernel's offsets, attaching it, and reading its maps.
+mod bpf_call;
 pub mod btf;
 pub mod kernel_features;
 pub mod map_batch;

@@ -13,7 +13,8 @@ use std::{fs, io, os::fd::AsRawFd};
 
 use aya_obj::generated::bpf_prog_info;
 
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+use super::bpf_call::{bpf, BPF_OBJ_GET_INFO_BY_FD};
+
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,17 +42,7 @@ pub fn read(program: &impl AsRawFd) -> io::Result<ProgramStats> {
         info: (&raw mut info) as u64,
     };
     // SAFETY: attr points at an info buffer of info_len bytes that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw mut attr,
-            size_of::<InfoAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     // The kernel writes back how many bytes of the info it knows.
     let known = attr.info_len as usize;
     let misses_end = std::mem::offset_of!(bpf_prog_info, recursion_misses) + size_of::<u64>();

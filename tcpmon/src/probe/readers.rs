@@ -23,7 +23,10 @@ use tcpmon_common::{
     maps, tcp_state, ListenerEntry, ListenerRecord, NamespaceRecord, StartupSocket,
 };
 
-use super::{map_batch, socket_iter};
+use super::{
+    bpf_call::{bpf, ElemAttr, BPF_MAP_DELETE_ELEM, BPF_PROG_TEST_RUN},
+    map_batch, socket_iter,
+};
 
 /// The loaded reader programs and their maps, usable from any thread.
 pub struct KernelReaders {
@@ -189,18 +192,7 @@ fn test_run(program: BorrowedFd<'_>, count: u64) -> io::Result<()> {
     };
     // SAFETY: a zero-padded `test` member of bpf_attr whose ctx_in points at `args`, which
     // outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &raw mut attr,
-            size_of::<TestRunAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }.map(drop)
 }
 
 /// Deletes the entry at `key` if it still holds `value` (the one the reader was asked about): a
@@ -219,20 +211,15 @@ fn forget_stale<V: Copy + PartialEq>(map: &MapData, key: u64, value: V) {
 
 /// Deletes `key` from `map` (`BPF_MAP_DELETE_ELEM`).
 fn delete(map: &MapData, key: u64) -> io::Result<()> {
-    let mut attr = [0u64; 4];
-    attr[0] = u64::from(map.fd().as_fd().as_raw_fd() as u32);
-    attr[1] = std::ptr::from_ref(&key) as u64;
-    // SAFETY: the `elem` member of bpf_attr: map fd, then a pointer to a key of the map's size
+    let mut attr = ElemAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        key: std::ptr::from_ref(&key) as u64,
+        ..ElemAttr::default()
+    };
+    // SAFETY: the `elem` member of bpf_attr: the map, and a pointer to a key of the map's size
     // that outlives the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_DELETE_ELEM, &raw mut attr, 32) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) }.map(drop)
 }
-
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
 /// The `test` member of `union bpf_attr`.
 #[repr(C)]

@@ -9,8 +9,8 @@ use std::{
 
 use aya::programs::ProgramFd;
 
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_ITER_CREATE: libc::c_long = 33;
+use super::bpf_call::{bpf, BPF_ITER_CREATE, BPF_LINK_CREATE};
+
 const BPF_TRACE_ITER: u32 = 28;
 
 /// The loaded iterator program, ready to be read in any namespace.
@@ -93,13 +93,11 @@ struct Attr {
     rest: [u64; 4],
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a zero-padded bpf_attr of the size given; the kernel returns a new
-    // descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, &raw mut *attr, size_of::<Attr>()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+/// Runs `cmd`, which makes a descriptor (a link, an iterator's file).
+fn new_fd(cmd: libc::c_long, attr: &mut Attr) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a zero-padded bpf_attr whose pointers (the iterator's link info)
+    // outlive the call; the kernel returns a new descriptor.
+    let fd = unsafe { bpf(cmd, attr) }?;
     // SAFETY: a descriptor the kernel just created for this process, owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -124,7 +122,7 @@ fn link_create(program: BorrowedFd<'_>, map: Option<BorrowedFd<'_>>) -> io::Resu
         attr.rest[0] = std::ptr::from_ref(info) as u64;
         attr.rest[1] = size_of::<IterLinkInfo>() as u64;
     }
-    bpf(BPF_LINK_CREATE, &mut attr)
+    new_fd(BPF_LINK_CREATE, &mut attr)
 }
 
 fn iter_create(link: BorrowedFd<'_>) -> io::Result<OwnedFd> {
@@ -132,5 +130,5 @@ fn iter_create(link: BorrowedFd<'_>) -> io::Result<OwnedFd> {
         fd: link.as_raw_fd() as u32,
         ..Attr::default()
     };
-    bpf(BPF_ITER_CREATE, &mut attr)
+    new_fd(BPF_ITER_CREATE, &mut attr)
 }

@@ -1,5 +1,8 @@
 //! Reading kernel memory: members of `struct sock` at offsets the agent found in BTF.
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::{
+    bindings::seq_file,
+    helpers::{bpf_probe_read_kernel, bpf_seq_write},
+};
 
 use tcpmon_common::AF_INET;
 
@@ -50,6 +53,22 @@ pub fn read_or_zero<T: Copy>(base: u64, offset: u32) -> T {
             (base + u64::from(offset)) as *const core::ffi::c_void,
         );
         value.assume_init()
+    }
+}
+
+/// Writes `record` to an iterator's output. `meta` is the iterator context's first member, its
+/// BTF-typed `struct bpf_iter_meta *`.
+#[inline(always)]
+pub fn seq_write<T>(meta: *const u8, record: &T) {
+    // SAFETY: the first member of `bpf_iter_meta` is the seq_file; the record is a live value
+    // of the size given.
+    unsafe {
+        let seq: *mut seq_file = core::ptr::read_volatile(meta as *const *mut seq_file);
+        bpf_seq_write(
+            seq,
+            core::ptr::from_ref(record).cast(),
+            core::mem::size_of::<T>() as u32,
+        );
     }
 }
 

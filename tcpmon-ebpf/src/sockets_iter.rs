@@ -4,7 +4,6 @@
 //! only when the agent reads it, never on the hot path.
 use core::ffi::c_void;
 
-use aya_ebpf::{bindings::seq_file, helpers::bpf_seq_write};
 use tcpmon_common::{tcp_state, SocketRecord, AF_INET, AF_INET6};
 
 use crate::{
@@ -12,7 +11,7 @@ use crate::{
         global, INODE_INO_OFFSET, SK_DPORT_OFFSET, SK_FAMILY_OFFSET, SK_NUM_OFFSET,
         SK_SOCKET_OFFSET, SK_STATE_OFFSET, SOCKET_INODE_OFFSET,
     },
-    kernel::{read_kernel, sock_field, socket_cgroup_id, write_addresses},
+    kernel::{read_kernel, seq_write, sock_field, socket_cgroup_id, write_addresses},
     maps::SOCKETS,
 };
 
@@ -79,15 +78,6 @@ pub extern "C" fn tcpmon_sockets(ctx: *mut c_void) -> i32 {
             record.inode = read_kernel::<u64>(inode, global(&INODE_INO_OFFSET)).unwrap_or(0);
         }
     }
-    // SAFETY: `meta` is the iterator's BTF-typed `bpf_iter_meta`, whose first member is the
-    // seq_file; the record is a live stack value of the size given.
-    unsafe {
-        let seq: *mut seq_file = core::ptr::read_volatile(meta as *const *mut seq_file);
-        bpf_seq_write(
-            seq,
-            (&raw const record).cast(),
-            core::mem::size_of::<SocketRecord>() as u32,
-        );
-    }
+    seq_write(meta, &record);
     0
 }

@@ -6,16 +6,13 @@
 //! one inlined array load per transition.
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::{seq_file, BPF_NOEXIST},
-    helpers::{bpf_ktime_get_ns, bpf_seq_write},
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use tcpmon_common::{maps, tcp_state, ListenerEntry, StartupSocket};
 
 use crate::{
     config::SK_STATE_OFFSET,
     counted_family,
-    kernel::{atomic_add, sock_field},
+    kernel::{atomic_add, seq_write, sock_field},
     maps::{FIRST_SEEN, LISTENERS, STARTUP},
     namespaces, Transition,
 };
@@ -72,16 +69,7 @@ pub extern "C" fn tcpmon_startup_walk(ctx: *mut c_void) -> i32 {
         state: state as u32,
         _pad: 0,
     };
-    // SAFETY: `meta` is the iterator's BTF-typed `bpf_iter_meta`, whose first member is the
-    // seq_file; the record is a live stack value of the size given.
-    unsafe {
-        let seq: *mut seq_file = core::ptr::read_volatile(meta as *const *mut seq_file);
-        bpf_seq_write(
-            seq,
-            (&raw const record).cast(),
-            core::mem::size_of::<StartupSocket>() as u32,
-        );
-    }
+    seq_write(meta, &record);
     if state == tcp_state::LISTEN {
         let entry = ListenerEntry {
             // SAFETY: the helper has no preconditions.

@@ -49,9 +49,18 @@ mod tests {
         mapped[10] = 0xff;
         mapped[11] = 0xff;
         mapped[12..].copy_from_slice(&[10, 1, 2, 3]);
-        assert_eq!(address(10, &mapped), "10.1.2.3".parse::<IpAddr>().expect("an address"));
-        let v6: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().expect("an address").octets();
-        assert_eq!(address(10, &v6), "2001:db8::1".parse::<IpAddr>().expect("an address"));
+        assert_eq!(
+            address(10, &mapped),
+            "10.1.2.3".parse::<IpAddr>().expect("an address")
+        );
+        let v6: [u8; 16] = "2001:db8::1"
+            .parse::<Ipv6Addr>()
+            .expect("an address")
+            .octets();
+        assert_eq!(
+            address(10, &v6),
+            "2001:db8::1".parse::<IpAddr>().expect("an address")
+        );
         let mut v4 = [0u8; 16];
         v4[..4].copy_from_slice(&[127, 0, 0, 1]);
         assert_eq!(
